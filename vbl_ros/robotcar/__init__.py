@@ -1,0 +1,1 @@
+"""Oxford RobotCar on disk: parsers, calibration, pose interpolation, LIDAR projection, bag conversion."""
