@@ -1,0 +1,152 @@
+"""The ``vbl`` command line: each subcommand parses its arguments and forwards to a core function.
+
+vbl simulate OUT_DIR [--preset tiny|demo]
+vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
+vbl build-map BAG --out MAP [--model MODEL]
+vbl demo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vbl_ros.config import load_yaml
+from vbl_ros.errors import VblError
+
+__all__ = ["main"]
+
+log = logging.getLogger("vbl")
+
+
+def _config(cls: type, path: Path | None, **overrides: Any) -> Any:
+    """``cls`` from a YAML file (or its defaults), with the command line's explicit values on top."""
+    base = load_yaml(cls, path) if path is not None else cls()
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from vbl_ros.sim.simulate import SimConfig, simulate
+
+    base = SimConfig.preset(args.preset) if args.config is None else load_yaml(SimConfig, args.config)
+    overrides = {"seed": args.seed, "save_depth": args.save_depth or None}
+    config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    for folder in simulate(args.out_dir, config):
+        print(folder)
+
+
+def _convert_robotcar(args: argparse.Namespace) -> None:
+    from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
+
+    config = _config(
+        ConvertConfig,
+        args.config,
+        storage=args.storage,
+        image_encoding=args.image_encoding,
+        cameras=tuple(args.cameras) if args.cameras else None,
+        side_modality=False if args.no_side_modality else None,
+    )
+    report = convert_robotcar(
+        args.traversal_dir,
+        args.out_bag,
+        extrinsics_dir=args.extrinsics,
+        models_dir=args.models,
+        config=config,
+    )
+    print(report)
+
+
+def _build_map(args: argparse.Namespace) -> None:
+    from vbl_ros.keyframe_map import MapConfig, build_map
+
+    config = _config(MapConfig, args.config, spacing_m=args.spacing, index_type=args.index)
+    print(build_map(args.bag, args.out, model=args.model, config=config))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from vbl_ros.ros.demo import DemoConfig, run_demo
+
+    config = _config(DemoConfig, args.config)
+    run_demo(args.out, config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vbl", description="Visual-based localization for ROS 2.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="render simulated RobotCar traversals")
+    simulate.add_argument(
+        "out_dir", type=Path, help="folder to write the traversals and a simulated SDK into"
+    )
+    simulate.add_argument("--preset", choices=("tiny", "demo"), default="demo", help="size of the simulation")
+    simulate.add_argument("--seed", type=int, help="random seed (the same seed gives the same traversals)")
+    simulate.add_argument("--save-depth", action="store_true", help="also save the renderer's depth maps")
+    simulate.add_argument("--config", type=Path, help="a YAML SimConfig instead of a preset")
+    simulate.set_defaults(func=_simulate)
+
+    convert = commands.add_parser("convert", help="convert a dataset into ROS 2 bags")
+    sources = convert.add_subparsers(dest="source", required=True)
+    robotcar = sources.add_parser("robotcar", help="one Oxford RobotCar traversal folder -> one rosbag2 bag")
+    robotcar.add_argument("traversal_dir", type=Path, help="e.g. 2014-12-09-13-21-02/")
+    robotcar.add_argument("out_bag", type=Path, help="the bag folder to create (must not exist)")
+    robotcar.add_argument("--extrinsics", type=Path, required=True, help="your RobotCar SDK's extrinsics/")
+    robotcar.add_argument("--models", type=Path, required=True, help="your RobotCar SDK's models/")
+    robotcar.add_argument("--storage", choices=("mcap", "sqlite3"), help="bag storage (default mcap)")
+    robotcar.add_argument(
+        "--image-encoding",
+        choices=("compressed", "bayer_gbrg8", "rgb8"),
+        help="original PNG bytes as CompressedImage (default), or a raw Image",
+    )
+    robotcar.add_argument(
+        "--cameras",
+        nargs="+",
+        help="image folders to convert, e.g. stereo/centre stereo/left mono_rear (default stereo/centre)",
+    )
+    robotcar.add_argument(
+        "--no-side-modality", action="store_true", help="skip the LIDAR depth and reflectance maps"
+    )
+    robotcar.add_argument("--config", type=Path, help="a YAML ConvertConfig")
+    robotcar.set_defaults(func=_convert_robotcar)
+
+    build_map = commands.add_parser("build-map", help="build a keyframe map from a bag")
+    build_map.add_argument("bag", type=Path, help="a bag written by 'vbl convert'")
+    build_map.add_argument("--out", type=Path, required=True, help="the map folder to create")
+    build_map.add_argument("--model", type=Path, help="a model file (default: the embedded pretrained model)")
+    build_map.add_argument("--spacing", type=float, help="metres between keyframes")
+    build_map.add_argument("--index", choices=("flat", "ivf", "hnsw"), help="FAISS index type")
+    build_map.add_argument("--config", type=Path, help="a YAML MapConfig")
+    build_map.set_defaults(func=_build_map)
+
+    demo = commands.add_parser(
+        "demo", help="simulate, convert, build a map, localize a replayed traversal and report"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="working folder (default demo_out/)")
+    demo.add_argument("--config", type=Path, help="a YAML DemoConfig")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args.func(args)
+    except VblError as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
