@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
+from vbl_ros.robotcar.messages import UtmOrigin
 
-__all__ = ["INDEX_TYPES", "Keyframe", "KeyframeMap", "MapConfig", "UtmOrigin"]
+__all__ = ["INDEX_TYPES", "Keyframe", "KeyframeMap", "MapConfig", "UtmOrigin", "build_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +43,6 @@ _MANIFEST = "manifest.json"
 _DESCRIPTORS = "descriptors.npy"
 _KEYFRAMES = "keyframes.sqlite"
 _INDEX = "index.faiss"
-
-
-@dataclass(frozen=True)
-class UtmOrigin:
-    """Origin of the map frame: ``x = easting - easting0``, ``y = northing - northing0``, ``z = up - up0``."""
-
-    easting: float
-    northing: float
-    up: float
-    zone: str  # e.g. "30U"
 
 
 @dataclass(frozen=True)
@@ -505,3 +496,126 @@ def _recover_interrupted_save(path: Path) -> None:
     if olds:
         logger.warning("%s: a save was interrupted; restoring the previous map from %s", path, olds[-1])
         os.rename(olds[-1], path)
+
+
+def _latlon_function(bag: Path, origin: UtmOrigin | None):
+    """``f(positions (N, 3), stamps (N,)) -> (N, 2)`` latitude, longitude: from the UTM origin via
+    :mod:`vbl_ros.geo`, else interpolated from ``/gps/fix``, else nan."""
+    if origin is not None:
+        try:
+            from vbl_ros.geo import utm_to_latlon
+
+            def from_utm(positions: np.ndarray, _stamps: np.ndarray) -> np.ndarray:
+                lat, lon = utm_to_latlon(
+                    positions[:, 0] + origin.easting, positions[:, 1] + origin.northing, origin.zone
+                )
+                return np.stack([np.asarray(lat, float), np.asarray(lon, float)], axis=1)
+
+            return from_utm
+        except ImportError:
+            logger.warning("vbl_ros.geo unavailable; latitude/longitude from /gps/fix")
+    from vbl_ros.bags import read_gps
+
+    gps = read_gps(bag)
+    if gps is None:
+        logger.warning("%s: neither a UTM origin nor GPS: keyframes get no latitude/longitude", bag)
+        return lambda _p, stamps: np.full((len(stamps), 2), np.nan)
+    return lambda _p, stamps: np.stack(gps.interpolate(stamps), axis=1)
+
+
+def build_map(
+    bag: Path | str,
+    out: Path | str,
+    *,
+    model: Path | str | None = None,
+    config: MapConfig | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Build a keyframe map from a bag (docs/CONTRACTS.md) and save it to the folder ``out``.
+
+    A frame becomes a keyframe each ``config.spacing_m`` metres travelled along the INS track
+    (``/ins/odometry``, interpolated at the image stamp); frames outside the track are skipped.
+    Only keyframes are decoded; descriptors are computed in batches.
+
+    Args:
+        bag: the bag.
+        out: the map folder to create.
+        model: a model file; ``None`` = the embedded default model.
+        config: spacing, index type, batch size, camera topic, device.
+        overwrite: replace an existing map at ``out``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        MissingDataError: the bag lacks the camera or odometry topic.
+        MapError: no frame lies on the INS track.
+    """
+    from tqdm import tqdm
+
+    from vbl_ros.bags import read_camera_frames, read_odometry, read_utm_origin
+    from vbl_ros.model import DescriptorExtractor, default_model, load_model
+
+    config = config or MapConfig()
+    bag, out = Path(bag), Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: exists; choose another --out or remove it")
+    logger.info("build_map %s -> %s with %s", bag, out, config)
+    trajectory = read_odometry(bag)
+    origin = read_utm_origin(bag)
+    if origin is None:
+        logger.warning("%s: no UTM origin (/map/utm_origin); the map frame is not geo-referenced", bag)
+    net = load_model(model) if model is not None else default_model()
+    extractor = DescriptorExtractor(net, config.device, batch_size=config.batch_size)
+    kmap = KeyframeMap.create(extractor.dim, extractor.fingerprint, origin, config.index_type, config=config)
+
+    next_distance = [0.0]
+
+    def keep(stamp: int) -> bool:
+        if not bool(trajectory.contains(stamp)):
+            return False
+        travelled = float(trajectory.arc_length(stamp)[0])
+        if travelled + 1e-9 < next_distance[0]:
+            return False
+        next_distance[0] = (np.floor(travelled / config.spacing_m) + 1) * config.spacing_m
+        return True
+
+    total_m = float(trajectory.arc_length(trajectory.stamps_ns[-1])[0])
+    bar = tqdm(total=int(total_m // config.spacing_m) + 1, unit="kf", desc=f"map {out.name}")
+    pending_images: list[np.ndarray] = []
+    pending_stamps: list[int] = []
+
+    def flush() -> None:
+        if not pending_stamps:
+            return
+        descriptors = extractor(pending_images)
+        stamps = np.asarray(pending_stamps, dtype=np.int64)
+        positions, orientations = trajectory.interpolate(stamps)
+        latlon = to_latlon(positions, stamps)
+        kmap.add(
+            descriptors,
+            [
+                Keyframe(int(s), tuple(map(float, p)), tuple(map(float, q)), float(ll[0]), float(ll[1]))  # type: ignore[arg-type]
+                for s, p, q, ll in zip(stamps, positions, orientations, latlon, strict=True)
+            ],
+        )
+        bar.update(len(pending_stamps))
+        pending_images.clear()
+        pending_stamps.clear()
+
+    to_latlon = _latlon_function(bag, origin)
+    try:
+        for frame in read_camera_frames(bag, config.camera_topic, keep=keep):
+            pending_images.append(frame.image_rgb)
+            pending_stamps.append(frame.stamp_ns)
+            if len(pending_stamps) >= config.batch_size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+    if len(kmap) == 0:
+        raise MapError(f"{bag}: no camera frame lies within the INS track; cannot build a map")
+    kmap.save(out)
+    logger.info("built %r from %s", kmap, bag)
+    return out

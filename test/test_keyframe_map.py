@@ -1,0 +1,176 @@
+"""Keyframe maps: build from a real bag, spacing, save/reload/grow, atomic save, fingerprints, indexes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bag_fixtures import T0_NS, write_line_bag
+
+import vbl_ros.keyframe_map as km
+from vbl_ros.errors import MapError, ModelMismatchError, OutputExistsError
+from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig, UtmOrigin, build_map
+from vbl_ros.model import DescriptorNet, ModelConfig, model_fingerprint, save_model
+
+DIM = 32
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def keyframes(n: int, start: int = 0) -> list[Keyframe]:
+    return [
+        Keyframe(
+            stamp_ns=(start + i) * 10**9,
+            position=(float(start + i), 2.0, 0.5),
+            orientation=(0.0, 0.0, 0.0, 1.0),
+            latitude=51.7,
+            longitude=-1.2,
+        )
+        for i in range(n)
+    ]
+
+
+def random_map(n: int = 50, index_type: str = "flat", seed: int = 0) -> tuple[KeyframeMap, np.ndarray]:
+    desc = unit(np.random.default_rng(seed).normal(size=(n, DIM)))
+    kmap = KeyframeMap.create(DIM, "fp-a", UtmOrigin(600000.0, 5700000.0, 10.0, "30U"), index_type)
+    kmap.add(desc, keyframes(n))
+    return kmap, desc
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """The pretrained default architecture at a 64x64 input (fast), saved as a model file."""
+    net = DescriptorNet(ModelConfig(input_height=64, input_width=64))
+    return save_model(net, tmp_path_factory.mktemp("model") / "small.pt"), model_fingerprint(net)
+
+
+@pytest.fixture(scope="module")
+def line_bag(tmp_path_factory):
+    return write_line_bag(tmp_path_factory.mktemp("bag") / "line", length_m=60.0, camera_hz=4.0)
+
+
+def test_build_map_from_a_bag_respects_spacing(line_bag, small_model, tmp_path) -> None:
+    model_path, fingerprint = small_model
+    out = build_map(
+        line_bag.path,
+        tmp_path / "map",
+        model=model_path,
+        config=MapConfig(spacing_m=10.0, batch_size=3, device="cpu"),
+    )
+    kmap = KeyframeMap.load(out, expected_fingerprint=fingerprint)
+    assert len(kmap) == 7  # 0, 10, ..., 60 m
+    assert kmap.positions()[:, 0] == pytest.approx(np.arange(0, 61, 10.0))
+    assert kmap.keyframe(2).stamp_ns == T0_NS + 4 * 10**9
+    assert kmap.utm_origin == UtmOrigin(619000.0, 5736000.0, 100.0, "30U")
+    k = kmap.keyframe(6)
+    assert 51.7 < k.latitude < 51.8 and -1.3 < k.longitude < -1.2
+    # a frame of the bag retrieves its own keyframe
+    from vbl_ros.model import DescriptorExtractor, load_model
+
+    extractor = DescriptorExtractor(load_model(model_path), "cpu")
+    _, ids = kmap.search(extractor([line_bag.frame_at(30.0)]), 1)
+    assert ids[0, 0] == 3
+    with pytest.raises(OutputExistsError):
+        build_map(line_bag.path, out, model=model_path, config=MapConfig())
+
+
+def test_search_returns_scores_and_ids() -> None:
+    kmap, desc = random_map()
+    scores, ids = kmap.search(desc[[3, 7]], 3)
+    assert ids[:, 0].tolist() == [3, 7] and scores[:, 0] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    scores, ids = kmap.search(desc[0], 60)  # more than the map holds
+    assert ids.shape == (1, 60) and (ids[0, 50:] == -1).all() and np.isneginf(scores[0, 50:]).all()
+    empty = KeyframeMap.create(DIM, "fp", None)
+    assert empty.search(desc[0], 2)[1].tolist() == [[-1, -1]]
+
+
+def test_save_reload_and_grow(tmp_path) -> None:
+    kmap, desc = random_map(30)
+    path = kmap.save(tmp_path / "m")
+    loaded = KeyframeMap.load(path, expected_fingerprint="fp-a")
+    assert len(loaded) == 30 and loaded.keyframe(4) == kmap.keyframe(4)
+    assert np.array_equal(loaded.descriptors(), desc)
+    more = unit(np.random.default_rng(9).normal(size=(5, DIM)))
+    loaded.add(more, keyframes(5, start=30))
+    assert loaded.search(more[2], 1)[1][0, 0] == 32
+    loaded.save(path)  # in place, over the map it was loaded from
+    again = KeyframeMap.load(path)
+    assert len(again) == 35 and again.keyframe(34).position == (34.0, 2.0, 0.5)
+    assert again.search(desc[10], 1)[1][0, 0] == 10
+    assert not list(tmp_path.glob(".m.*"))  # no temporary folders left
+
+
+def test_a_crash_mid_save_leaves_the_old_map_intact(tmp_path, monkeypatch) -> None:
+    kmap, _ = random_map(20)
+    path = kmap.save(tmp_path / "m")
+    bigger, _ = random_map(40, seed=1)
+
+    def crash(*_args, **_kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(km, "_fsync_file", crash)
+    with pytest.raises(OSError, match="simulated"):
+        bigger.save(path)
+    monkeypatch.undo()
+    assert len(KeyframeMap.load(path)) == 20
+    assert not list(tmp_path.glob(".m.*"))
+
+
+def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch) -> None:
+    kmap, _ = random_map(20)
+    path = kmap.save(tmp_path / "m")
+    real_rename = km.os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the new map's rename into place
+            raise OSError("power cut (simulated)")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(km.os, "rename", rename)
+    with pytest.raises(OSError):
+        random_map(40, seed=1)[0].save(path)
+    monkeypatch.undo()
+    assert not path.exists()
+    assert len(KeyframeMap.load(path)) == 20  # the old map is put back
+
+
+def test_a_map_of_another_model_is_refused(tmp_path) -> None:
+    path = random_map(5)[0].save(tmp_path / "m")
+    with pytest.raises(ModelMismatchError) as err:
+        KeyframeMap.load(path, expected_fingerprint="fp-b")
+    assert "fp-a" in str(err.value) and "fp-b" in str(err.value) and "build-map" in str(err.value)
+
+
+def test_corrupt_or_missing_maps_raise_map_error(tmp_path) -> None:
+    with pytest.raises(MapError):
+        KeyframeMap.load(tmp_path / "nothing")
+    path = random_map(5)[0].save(tmp_path / "m")
+    (path / "descriptors.npy").write_bytes(b"garbage")
+    with pytest.raises(MapError):
+        KeyframeMap.load(path)
+    with pytest.raises(MapError):
+        KeyframeMap.create(DIM, "fp").add(np.ones((2, DIM)), keyframes(3))
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_indexes_agree_with_exact_on_easy_data(index_type, tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    n = 4000
+    desc = unit(rng.normal(size=(n, DIM)))
+    queries = unit(desc[:200] + 0.05 * rng.normal(size=(200, DIM)))
+    exact = KeyframeMap.create(DIM, "fp", None, "flat")
+    exact.add(desc, keyframes(n))
+    approx = KeyframeMap.create(DIM, "fp", None, index_type, config=MapConfig(ivf_nprobe=16))
+    approx.add(desc[:3000], keyframes(3000))
+    approx.search(queries[:1], 1)  # trains IVF / builds HNSW on the first 3000
+    approx.add(desc[3000:], keyframes(n - 3000, start=3000))  # grows the trained index
+    _, ids_exact = exact.search(queries, 1)
+    _, ids_approx = approx.search(queries, 1)
+    assert np.mean(ids_exact[:, 0] == ids_approx[:, 0]) >= 0.98
+    reloaded = KeyframeMap.load(approx.save(tmp_path / "m"))
+    assert np.array_equal(reloaded.search(queries, 1)[1], ids_approx)

@@ -1,0 +1,262 @@
+"""Reading vbl bags (docs/CONTRACTS.md) without ROS: camera frames, INS trajectory, UTM origin, GPS.
+
+Everything streams through ``rosbags``' :class:`~rosbags.highlevel.AnyReader`; nothing loads the
+whole bag. Stamps are header stamps in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vbl_ros.errors import BadFrameError, MissingDataError, PoseRangeError
+from vbl_ros.images import decode_compressed_image, decode_raw_image
+from vbl_ros.robotcar.messages import UtmOrigin
+
+__all__ = [
+    "CAMERA_TOPICS",
+    "GPS_TOPIC",
+    "ODOMETRY_TOPIC",
+    "UTM_ORIGIN_TOPIC",
+    "CameraFrame",
+    "GpsTrack",
+    "Trajectory",
+    "open_reader",
+    "read_camera_frames",
+    "read_gps",
+    "read_odometry",
+    "read_utm_origin",
+]
+
+logger = logging.getLogger(__name__)
+
+#: camera topics tried in order when none is given
+CAMERA_TOPICS = ("/stereo/centre/image_raw/compressed", "/stereo/centre/image_raw")
+ODOMETRY_TOPIC = "/ins/odometry"
+GPS_TOPIC = "/gps/fix"
+UTM_ORIGIN_TOPIC = "/map/utm_origin"
+_IMAGE_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image")
+
+
+def _typestore() -> Any:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
+
+
+def open_reader(bag: Path | str) -> Any:
+    """An opened-on-enter ``AnyReader`` for ``bag`` (use as a context manager)."""
+    from rosbags.highlevel import AnyReader
+
+    bag = Path(bag)
+    if not bag.exists():
+        raise MissingDataError(f"{bag}: bag not found")
+    return AnyReader([bag], default_typestore=_typestore())
+
+
+def _stamp_ns(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """A decoded camera image: header stamp (ns) and ``(H, W, 3)`` uint8 RGB."""
+
+    stamp_ns: int
+    image_rgb: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Poses sorted by time: stamps ``(N,)`` int64 ns, positions ``(N, 3)``, quaternions ``(N, 4)`` x y z w."""
+
+    stamps_ns: np.ndarray
+    positions: np.ndarray
+    orientations: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stamps_ns)
+
+    def contains(self, stamps_ns: np.ndarray | int) -> np.ndarray:
+        """Which stamps lie within the trajectory's time span."""
+        s = np.asarray(stamps_ns, dtype=np.int64)
+        return (s >= self.stamps_ns[0]) & (s <= self.stamps_ns[-1])
+
+    def interpolate(self, stamps_ns: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ``(M, 3)`` (linear) and orientations ``(M, 4)`` (slerp) at ``M`` stamps.
+
+        Raises:
+            PoseRangeError: a stamp lies outside the trajectory.
+        """
+        s = np.atleast_1d(np.asarray(stamps_ns, dtype=np.int64))
+        if len(self) == 0 or not np.all(self.contains(s)):
+            raise PoseRangeError(
+                f"{int((~self.contains(s)).sum()) if len(self) else len(s)} stamp(s) outside the trajectory "
+                f"[{self.stamps_ns[0] if len(self) else '-'}, {self.stamps_ns[-1] if len(self) else '-'}] ns"
+            )
+        hi = np.clip(np.searchsorted(self.stamps_ns, s, side="right"), 1, len(self) - 1)
+        lo = hi - 1
+        if len(self) == 1:
+            return np.repeat(self.positions[:1], len(s), 0), np.repeat(self.orientations[:1], len(s), 0)
+        span = (self.stamps_ns[hi] - self.stamps_ns[lo]).astype(np.float64)
+        t = np.where(span > 0, (s - self.stamps_ns[lo]) / np.where(span > 0, span, 1.0), 0.0)
+        positions = self.positions[lo] + t[:, None] * (self.positions[hi] - self.positions[lo])
+        return positions, _slerp(self.orientations[lo], self.orientations[hi], t)
+
+    def arc_length(self, stamps_ns: np.ndarray | int) -> np.ndarray:
+        """Distance travelled along the track from its start to each stamp (metres)."""
+        steps = np.linalg.norm(np.diff(self.positions, axis=0), axis=1)
+        cumulative = np.concatenate([[0.0], np.cumsum(steps)])
+        s = np.atleast_1d(np.asarray(stamps_ns, dtype=np.int64))
+        return np.interp(s.astype(np.float64), self.stamps_ns.astype(np.float64), cumulative)
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
+    q0 = q0 / np.linalg.norm(q0, axis=1, keepdims=True)
+    q1 = q1 / np.linalg.norm(q1, axis=1, keepdims=True)
+    dot = np.sum(q0 * q1, axis=1)
+    q1 = np.where(dot[:, None] < 0, -q1, q1)
+    dot = np.abs(dot)
+    theta = np.arccos(np.clip(dot, -1.0, 1.0))
+    sin = np.sin(theta)
+    small = sin < 1e-6
+    w0 = np.where(small, 1 - t, np.sin((1 - t) * theta) / np.where(small, 1, sin))
+    w1 = np.where(small, t, np.sin(t * theta) / np.where(small, 1, sin))
+    q = w0[:, None] * q0 + w1[:, None] * q1
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class GpsTrack:
+    """GPS fixes: stamps ``(N,)`` int64 ns, latitude and longitude ``(N,)`` degrees."""
+
+    stamps_ns: np.ndarray
+    latitude: np.ndarray
+    longitude: np.ndarray
+
+    def interpolate(self, stamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latitude, longitude at the stamps (nan outside the track)."""
+        s = np.asarray(stamps_ns, dtype=np.float64)
+        t = self.stamps_ns.astype(np.float64)
+        if len(t) == 0:
+            return np.full(s.shape, np.nan), np.full(s.shape, np.nan)
+        lat = np.interp(s, t, self.latitude, left=np.nan, right=np.nan)
+        lon = np.interp(s, t, self.longitude, left=np.nan, right=np.nan)
+        return lat, lon
+
+
+def _pick_camera_topic(reader: Any, topic: str | None, bag: Path) -> Any:
+    images = {c.topic: c for c in reader.connections if c.msgtype in _IMAGE_TYPES}
+    if topic is not None:
+        if topic not in images:
+            raise MissingDataError(f"{bag}: no image topic {topic!r}; image topics are {sorted(images)}")
+        return images[topic]
+    for candidate in CAMERA_TOPICS:
+        if candidate in images:
+            return images[candidate]
+    if len(images) == 1:
+        return next(iter(images.values()))
+    raise MissingDataError(
+        f"{bag}: cannot choose a camera topic among {sorted(images) or 'none'}; name one (camera_topic)"
+    )
+
+
+def read_camera_frames(
+    bag: Path | str, topic: str | None = None, *, keep: Callable[[int], bool] | None = None
+) -> Iterator[CameraFrame]:
+    """Stream the decoded frames of one camera topic, in bag order.
+
+    Args:
+        bag: the bag.
+        topic: the image topic (``CompressedImage`` or ``Image``); ``None`` = the contract's centre
+            camera (compressed first), or the only image topic.
+        keep: called with each frame's stamp before decoding; frames it refuses are not decoded.
+
+    Frames that cannot be decoded are skipped with a warning.
+    """
+    bag = Path(bag)
+    with open_reader(bag) as reader:
+        connection = _pick_camera_topic(reader, topic, bag)
+        compressed = connection.msgtype == "sensor_msgs/msg/CompressedImage"
+        for conn, _, raw in reader.messages(connections=[connection]):
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = _stamp_ns(msg)
+            if keep is not None and not keep(stamp):
+                continue
+            try:
+                if compressed:
+                    image = decode_compressed_image(msg.format, msg.data)
+                else:
+                    image = decode_raw_image(msg.encoding, msg.width, msg.height, msg.step, msg.data)
+            except BadFrameError as err:
+                logger.warning("%s: skipping frame at %d ns on %s: %s", bag, stamp, conn.topic, err)
+                continue
+            yield CameraFrame(stamp, image)
+
+
+def read_odometry(bag: Path | str, topic: str = ODOMETRY_TOPIC) -> Trajectory:
+    """The INS trajectory (``nav_msgs/Odometry`` poses in the map frame), sorted by stamp."""
+    bag = Path(bag)
+    stamps, positions, orientations = [], [], []
+    with open_reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:
+            raise MissingDataError(f"{bag}: no {topic} topic; the map needs the INS odometry")
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            stamps.append(_stamp_ns(msg))
+            positions.append((p.x, p.y, p.z))
+            orientations.append((q.x, q.y, q.z, q.w))
+    if not stamps:
+        raise MissingDataError(f"{bag}: {topic} has no messages")
+    order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
+    s = np.asarray(stamps, dtype=np.int64)[order]
+    unique = np.concatenate([[True], np.diff(s) > 0])
+    return Trajectory(
+        s[unique],
+        np.asarray(positions, dtype=np.float64)[order][unique],
+        np.asarray(orientations, dtype=np.float64)[order][unique],
+    )
+
+
+def read_utm_origin(bag: Path | str) -> UtmOrigin | None:
+    """The map frame's UTM origin: the ``/map/utm_origin`` message, else the bag's custom data."""
+    bag = Path(bag)
+    with open_reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == UTM_ORIGIN_TOPIC]
+        # (an empty connection list would make rosbags read every topic)
+        for conn, _, raw in reader.messages(connections=conns) if conns else ():
+            msg = reader.deserialize(raw, conn.msgtype)
+            frame = msg.header.frame_id
+            zone = frame[len("utm_") :] if frame.startswith("utm_") else frame
+            return UtmOrigin(float(msg.point.x), float(msg.point.y), float(msg.point.z), zone)
+        for sub in getattr(reader, "readers", []):
+            custom = getattr(getattr(sub, "metadata", None), "custom", None) or {}
+            if "vbl.utm_origin" in custom:
+                return UtmOrigin.from_text(custom["vbl.utm_origin"])
+    return None
+
+
+def read_gps(bag: Path | str, topic: str = GPS_TOPIC) -> GpsTrack | None:
+    """GPS fixes of ``/gps/fix`` (``None`` when the bag has none)."""
+    bag = Path(bag)
+    stamps, lat, lon = [], [], []
+    with open_reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        for conn, _, raw in reader.messages(connections=conns) if conns else ():
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamps.append(_stamp_ns(msg))
+            lat.append(msg.latitude)
+            lon.append(msg.longitude)
+    if not stamps:
+        return None
+    order = np.argsort(stamps, kind="stable")
+    return GpsTrack(
+        np.asarray(stamps, np.int64)[order], np.asarray(lat, float)[order], np.asarray(lon, float)[order]
+    )
