@@ -1,0 +1,317 @@
+"""The ``localize`` node: camera frames in; pose priors, loop-closure candidates, markers out.
+
+Topics (relative names, remap them):
+
+- subscribes ``image`` (``sensor_msgs/Image`` or, with ``image_transport:=compressed``,
+  ``sensor_msgs/CompressedImage``; sensor-data QoS) and, with ``use_odometry:=true``,
+  ``odometry`` (``nav_msgs/Odometry``);
+- publishes ``pose_prior`` (``geometry_msgs/PoseWithCovarianceStamped``), ``loop_candidates``
+  (``sensor_msgs/PointCloud2`` table, see :mod:`vbl_ros.ros.messages`), ``matches_markers``
+  (``visualization_msgs/MarkerArray``) and ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``).
+
+The image callback only keeps the newest frame; one worker thread decodes, localizes and
+publishes, so a slow network never makes a queue grow or blocks the executor (latest frame wins;
+overwritten frames are counted as dropped).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from vbl_ros.errors import BadFrameError, VblError
+from vbl_ros.keyframe_map import KeyframeMap
+from vbl_ros.localizer import Localizer, LocalizerConfig
+from vbl_ros.model.extractor import DescriptorExtractor
+from vbl_ros.model.io import default_model, load_model
+from vbl_ros.ros.messages import (
+    compressed_to_rgb,
+    diagnostics_to_msg,
+    image_to_rgb,
+    loop_candidates_to_msg,
+    markers_to_msg,
+    odometry_to_pose,
+    pose_prior_to_msg,
+    stamp_to_ns,
+)
+from vbl_ros.ros.params import NodeParams, declare_and_read, unknown_overrides
+
+__all__ = ["LocalizeNode", "build_localizer", "main"]
+
+_THROTTLE_S = 5.0
+_LATENCY_WINDOW = 512
+_ODOMETRY_BUFFER = 400
+
+
+def build_localizer(params: NodeParams, config: LocalizerConfig) -> Localizer:
+    """The core localizer the node parameters describe (model, device, optional map)."""
+    net = load_model(params.model) if params.model else default_model()
+    extractor = DescriptorExtractor(net, device=params.device)
+    keyframe_map = (
+        KeyframeMap.load(params.map, expected_fingerprint=extractor.fingerprint) if params.map else None
+    )
+    return Localizer(extractor, keyframe_map, config)
+
+
+class _Stats:
+    """Counters and latency windows shared by the worker and the diagnostics timer."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.bad = 0
+        self.rejected = 0
+        self.priors = 0
+        self.loop_messages = 0
+        self.failed = 0
+        self.last_bad = ""
+        self.last_rejected = ""
+        self.last_received = 0.0
+        self.bad_at_last_report = 0
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+        self.descriptor_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+        self.search_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+
+
+def _percentile(values: collections.deque[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+class LocalizeNode(Node):
+    """Visual localization against a keyframe map, with loop-closure candidates for SLAM."""
+
+    def __init__(self, *, localizer: Localizer | None = None, **kwargs: Any) -> None:
+        super().__init__("localize", **kwargs)
+        self._params, config = declare_and_read(self)
+        for name in unknown_overrides(self):
+            self.get_logger().warning(f"parameter {name!r} is set but not used by this node (typo?)")
+        self.get_logger().info(f"parameters: {self._params}, {config}")
+
+        started = time.monotonic()
+        self._localizer = localizer if localizer is not None else build_localizer(self._params, config)
+        self.get_logger().info(
+            f"model and map loaded in {time.monotonic() - started:.1f} s "
+            f"(map: {self._params.map or 'none, loop-closure candidates only'})"
+        )
+
+        self._lock = threading.Condition()
+        self._pending: tuple[Image | CompressedImage, float] | None = None
+        self._stopping = False
+        self._stats = _Stats()
+        self._odometry: collections.deque[tuple[int, tuple, tuple]] = collections.deque(
+            maxlen=_ODOMETRY_BUFFER
+        )
+
+        out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._prior_pub = self.create_publisher(PoseWithCovarianceStamped, "pose_prior", out_qos)
+        self._loop_pub = self.create_publisher(PointCloud2, "loop_candidates", out_qos)
+        self._marker_pub = self.create_publisher(MarkerArray, "matches_markers", out_qos)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+
+        self._worker = threading.Thread(target=self._work, name="localize-worker", daemon=True)
+        self._worker.start()
+
+        image_type = CompressedImage if self._params.image_transport == "compressed" else Image
+        self._image_sub = self.create_subscription(
+            image_type, "image", self._on_image, qos_profile_sensor_data
+        )
+        self._odom_sub = None
+        if self._params.use_odometry:
+            self._odom_sub = self.create_subscription(
+                Odometry, "odometry", self._on_odometry, qos_profile_sensor_data
+            )
+        self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"ready: {image_type.__name__} on {self._image_sub.topic_name}"
+            + (f", odometry on {self._odom_sub.topic_name}" if self._odom_sub else "")
+        )
+
+    # --- callbacks (executor thread): short, never block ----------------------------------------
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._pending is not None:
+                self._stats.dropped += 1
+            self._pending = (msg, now)
+            self._stats.received += 1
+            self._stats.last_received = now
+            self._lock.notify()
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        position, orientation = odometry_to_pose(msg)
+        with self._lock:
+            self._odometry.append((stamp_to_ns(msg.header.stamp), position, orientation))
+
+    # --- worker thread ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                msg, received = self._pending
+                self._pending = None
+            try:
+                self._process(msg, received)
+            except Exception as err:  # keep the node alive; the error is logged and counted
+                if self._stopping:
+                    return
+                with self._lock:
+                    self._stats.failed += 1
+                self.get_logger().error(
+                    f"processing a frame failed: {type(err).__name__}: {err}",
+                    throttle_duration_sec=_THROTTLE_S,
+                )
+
+    def _odometry_near(self, stamp_ns: int) -> tuple[tuple | None, tuple | None]:
+        with self._lock:
+            if not self._odometry:
+                return None, None
+            _, position, orientation = min(self._odometry, key=lambda o: abs(o[0] - stamp_ns))
+        return position, orientation
+
+    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        try:
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        except BadFrameError as err:
+            with self._lock:
+                self._stats.bad += 1
+                self._stats.last_bad = str(err)
+            self.get_logger().warning(
+                f"bad frame (stamp {stamp_ns} ns) skipped: {err}", throttle_duration_sec=_THROTTLE_S
+            )
+            return
+        position, orientation = self._odometry_near(stamp_ns) if self._params.use_odometry else (None, None)
+        result = self._localizer.process(rgb, stamp_ns, odom_position=position, odom_orientation=orientation)
+        if self._stopping:
+            return
+        prior = pose_prior_to_msg(result, self._params.map_frame)
+        if prior is not None:
+            self._prior_pub.publish(prior)
+        if result.loop_candidates:
+            self._loop_pub.publish(loop_candidates_to_msg(result, self._params.odom_frame))
+        self._marker_pub.publish(
+            markers_to_msg(result, self._params.map_frame, sphere_diameter=self._params.marker_diameter)
+        )
+        latency_ms = (time.monotonic() - received) * 1000.0
+        with self._lock:
+            stats = self._stats
+            stats.processed += 1
+            stats.priors += prior is not None
+            stats.loop_messages += bool(result.loop_candidates)
+            stats.latency_ms.append(latency_ms)
+            stats.descriptor_ms.append(float(result.descriptor_ms))
+            stats.search_ms.append(float(result.search_ms))
+            if result.rejected_reason:
+                stats.rejected += 1
+                stats.last_rejected = str(result.rejected_reason)
+        if result.rejected_reason and self._params.map:
+            self.get_logger().info(
+                f"no pose prior for frame {stamp_ns}: {result.rejected_reason}",
+                throttle_duration_sec=_THROTTLE_S,
+            )
+
+    # --- diagnostics -----------------------------------------------------------------------------
+
+    def diagnostics_values(self) -> dict[str, Any]:
+        """The numbers published on ``/diagnostics`` (a snapshot)."""
+        with self._lock:
+            s = self._stats
+            return {
+                "frames_received": s.received,
+                "frames_processed": s.processed,
+                "frames_dropped": s.dropped,
+                "frames_rejected": s.rejected,
+                "frames_bad": s.bad,
+                "frames_failed": s.failed,
+                "pose_priors_published": s.priors,
+                "loop_candidate_messages": s.loop_messages,
+                "latency_p50_ms": _percentile(s.latency_ms, 50),
+                "latency_p95_ms": _percentile(s.latency_ms, 95),
+                "latency_max_ms": max(s.latency_ms) if s.latency_ms else float("nan"),
+                "descriptor_p50_ms": _percentile(s.descriptor_ms, 50),
+                "search_p50_ms": _percentile(s.search_ms, 50),
+                "last_bad_frame": s.last_bad,
+                "last_rejected_reason": s.last_rejected,
+                "map": self._params.map or "(none)",
+                "device": self._params.device,
+            }
+
+    def _publish_diagnostics(self) -> None:
+        values = self.diagnostics_values()
+        with self._lock:
+            new_bad = self._stats.bad - self._stats.bad_at_last_report
+            self._stats.bad_at_last_report = self._stats.bad
+            silent_s = time.monotonic() - self._stats.last_received if self._stats.received else None
+        if values["frames_received"] == 0:
+            level, message = DiagnosticStatus.WARN, "no image received yet"
+        elif silent_s is not None and silent_s > 5.0 * max(self._params.diagnostics_period, 1.0):
+            level, message = DiagnosticStatus.WARN, f"no image for {silent_s:.0f} s"
+        elif new_bad:
+            level, message = DiagnosticStatus.WARN, f"{new_bad} bad frame(s) since the last report"
+        else:
+            level, message = DiagnosticStatus.OK, "localizing"
+        self._diag_pub.publish(
+            diagnostics_to_msg(
+                name=f"vbl: {self.get_fully_qualified_name()}",
+                hardware_id=self._params.device,
+                level=level,
+                message=message,
+                values=values,
+                stamp=self.get_clock().now().to_msg(),
+            )
+        )
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    def stop_worker(self, timeout_s: float = 5.0) -> None:
+        """Stop the worker thread (it finishes the frame it is on, if any)."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout_s)
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``localize`` executable; returns the process exit status."""
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = LocalizeNode()
+            except VblError as err:
+                rclpy.logging.get_logger("localize").fatal(f"cannot start: {err}")
+                return 2
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""Conversions between ROS 2 messages and the core's plain types; no node, no DDS.
+
+Inbound: camera messages -> RGB arrays (through :mod:`vbl_ros.images`), odometry -> position and
+orientation tuples, stamps -> integer nanoseconds. Outbound: a localization result -> a
+``PoseWithCovarianceStamped`` prior, a ``PointCloud2`` table of loop-closure candidates, an RViz
+``MarkerArray`` and a ``DiagnosticArray``.
+
+The loop-candidate table (see ``docs/ros_interface.md``) has one row per candidate, in rank order:
+
+==================  =========  ====================================================
+field               type       meaning
+==================  =========  ====================================================
+x, y, z             FLOAT64    keyframe position (NaN when the keyframe has no pose)
+qx, qy, qz, qw      FLOAT64    keyframe orientation (NaN when the keyframe has no pose)
+score               FLOAT32    descriptor similarity, higher is more similar
+rank                UINT32     1 = best candidate
+stamp_sec           INT32      keyframe capture stamp (its identity), seconds part
+stamp_nanosec       UINT32     keyframe capture stamp, nanoseconds part
+==================  =========  ====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from vbl_ros.errors import BadFrameError
+from vbl_ros.images import decode_compressed_image, decode_raw_image
+
+__all__ = [
+    "LOOP_CANDIDATE_DTYPE",
+    "LoopCandidateRow",
+    "compressed_to_rgb",
+    "diagnostics_to_msg",
+    "image_to_rgb",
+    "loop_candidates_from_msg",
+    "loop_candidates_to_msg",
+    "markers_to_msg",
+    "ns_to_stamp",
+    "odometry_to_pose",
+    "pose_prior_to_msg",
+    "stamp_to_ns",
+]
+
+_NS_PER_S = 1_000_000_000
+
+#: Row layout of the ``loop_candidates`` PointCloud2 (little endian, 72 bytes a row).
+LOOP_CANDIDATE_DTYPE = np.dtype(
+    [
+        ("x", "<f8"),
+        ("y", "<f8"),
+        ("z", "<f8"),
+        ("qx", "<f8"),
+        ("qy", "<f8"),
+        ("qz", "<f8"),
+        ("qw", "<f8"),
+        ("score", "<f4"),
+        ("rank", "<u4"),
+        ("stamp_sec", "<i4"),
+        ("stamp_nanosec", "<u4"),
+    ]
+)
+_POINT_FIELD_TYPES = {
+    np.dtype("<f8"): PointField.FLOAT64,
+    np.dtype("<f4"): PointField.FLOAT32,
+    np.dtype("<u4"): PointField.UINT32,
+    np.dtype("<i4"): PointField.INT32,
+}
+
+
+@dataclass(frozen=True)
+class LoopCandidateRow:
+    """One row of the ``loop_candidates`` table, as read back by :func:`loop_candidates_from_msg`."""
+
+    rank: int
+    score: float
+    keyframe_stamp_ns: int
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float] | None
+
+
+# --- stamps -------------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """A ``builtin_interfaces/Time`` as integer nanoseconds."""
+    return int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
+
+
+def ns_to_stamp(stamp_ns: int) -> Time:
+    """Integer nanoseconds as a ``builtin_interfaces/Time`` (exact, no float rounding)."""
+    sec, nanosec = divmod(int(stamp_ns), _NS_PER_S)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+# --- inbound ------------------------------------------------------------------------------------
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` (any encoding :mod:`vbl_ros.images` knows) to RGB uint8.
+
+    Raises :class:`~vbl_ros.errors.BadFrameError` for an unknown encoding or a wrong data size.
+    """
+    if msg.is_bigendian and msg.encoding.endswith("16"):
+        raise BadFrameError(f"big-endian {msg.encoding} images are not supported")
+    return decode_raw_image(msg.encoding, msg.width, msg.height, msg.step, msg.data)
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (PNG/JPEG, Bayer PNG) to RGB uint8.
+
+    Raises :class:`~vbl_ros.errors.BadFrameError` for corrupt data.
+    """
+    return decode_compressed_image(msg.format, msg.data)
+
+
+def odometry_to_pose(
+    msg: Odometry,
+) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+    """Position ``(x, y, z)`` and orientation ``(x, y, z, w)`` of an odometry message."""
+    p = msg.pose.pose.position
+    q = msg.pose.pose.orientation
+    return (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
+
+
+# --- outbound -----------------------------------------------------------------------------------
+
+
+def pose_prior_to_msg(result: Any, frame_id: str) -> PoseWithCovarianceStamped | None:
+    """The result's pose prior as a ``PoseWithCovarianceStamped`` stamped with the image stamp.
+
+    ``None`` when the localizer gave no prior (rejected frame or no map).
+    """
+    prior = result.pose_prior
+    if prior is None:
+        return None
+    msg = PoseWithCovarianceStamped()
+    msg.header = Header(stamp=ns_to_stamp(result.stamp_ns), frame_id=frame_id)
+    pose = msg.pose.pose
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in prior.position)
+    q = pose.orientation
+    q.x, q.y, q.z, q.w = (float(v) for v in prior.orientation)
+    covariance = [float(v) for v in prior.covariance]
+    if len(covariance) != 36:
+        raise ValueError(f"a pose covariance has 36 entries, got {len(covariance)}")
+    msg.pose.covariance = covariance
+    return msg
+
+
+def loop_candidates_to_msg(result: Any, frame_id: str) -> PointCloud2:
+    """The result's loop-closure candidates as a ``PointCloud2`` table (see the module docstring).
+
+    ``header.stamp`` is the query image's stamp; an empty cloud (width 0) means no candidate.
+    """
+    candidates = tuple(result.loop_candidates)
+    rows = np.zeros(len(candidates), dtype=LOOP_CANDIDATE_DTYPE)
+    for i, cand in enumerate(candidates):
+        sec, nanosec = divmod(int(cand.keyframe_stamp_ns), _NS_PER_S)
+        position = cand.position if cand.position is not None else (math.nan,) * 3
+        orientation = cand.orientation if cand.orientation is not None else (math.nan,) * 4
+        rows[i] = (*position, *orientation, float(cand.score), int(cand.rank), sec, nanosec)
+    msg = PointCloud2()
+    msg.header = Header(stamp=ns_to_stamp(result.stamp_ns), frame_id=frame_id)
+    msg.height = 1
+    msg.width = len(candidates)
+    msg.fields = [
+        PointField(name=name, offset=offset, datatype=_POINT_FIELD_TYPES[dtype], count=1)
+        for name, (dtype, offset) in LOOP_CANDIDATE_DTYPE.fields.items()
+    ]
+    msg.is_bigendian = False
+    msg.point_step = LOOP_CANDIDATE_DTYPE.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.is_dense = all(c.position is not None for c in candidates)
+    msg.data = rows.tobytes()
+    return msg
+
+
+def loop_candidates_from_msg(msg: PointCloud2) -> list[LoopCandidateRow]:
+    """Read a ``loop_candidates`` table back (the inverse of :func:`loop_candidates_to_msg`)."""
+    names = [f.name for f in msg.fields]
+    expected = list(LOOP_CANDIDATE_DTYPE.names or ())
+    if names != expected or msg.point_step != LOOP_CANDIDATE_DTYPE.itemsize or msg.is_bigendian:
+        raise ValueError(f"not a vbl loop-candidate table: fields {names}, point_step {msg.point_step}")
+    rows = np.frombuffer(bytes(msg.data), dtype=LOOP_CANDIDATE_DTYPE, count=msg.width * msg.height)
+    out = []
+    for row in rows:
+        position = (float(row["x"]), float(row["y"]), float(row["z"]))
+        orientation = (float(row["qx"]), float(row["qy"]), float(row["qz"]), float(row["qw"]))
+        has_pose = not any(math.isnan(v) for v in position)
+        out.append(
+            LoopCandidateRow(
+                rank=int(row["rank"]),
+                score=float(row["score"]),
+                keyframe_stamp_ns=int(row["stamp_sec"]) * _NS_PER_S + int(row["stamp_nanosec"]),
+                position=position if has_pose else None,
+                orientation=orientation if has_pose else None,
+            )
+        )
+    return out
+
+
+def _score_colour(score: float) -> ColorRGBA:
+    """Red (score <= 0) through yellow to green (score >= 1)."""
+    t = min(max(float(score), 0.0), 1.0)
+    return ColorRGBA(r=min(1.0, 2.0 * (1.0 - t)), g=min(1.0, 2.0 * t), b=0.0, a=0.9)
+
+
+def markers_to_msg(
+    result: Any, frame_id: str, *, sphere_diameter: float = 2.0, lifetime_s: float = 0.0
+) -> MarkerArray:
+    """RViz markers: a sphere per matched map keyframe (coloured by score), lines to the prior.
+
+    The first marker is a ``DELETEALL``, so each message replaces the previous one.
+    """
+    header = Header(stamp=ns_to_stamp(result.stamp_ns), frame_id=frame_id)
+    lifetime = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1.0) * _NS_PER_S))
+    markers = [Marker(header=header, ns="vbl_matches", id=0, action=Marker.DELETEALL)]
+    prior = result.pose_prior
+    lines = []
+    for match in result.matches:
+        kf = match.keyframe
+        if kf.position is None:
+            continue
+        sphere = Marker(header=header, ns="vbl_matches", id=len(markers), type=Marker.SPHERE)
+        sphere.action = Marker.ADD
+        sphere.pose.position = Point(
+            x=float(kf.position[0]), y=float(kf.position[1]), z=float(kf.position[2])
+        )
+        sphere.pose.orientation.w = 1.0
+        sphere.scale.x = sphere.scale.y = sphere.scale.z = sphere_diameter
+        sphere.color = _score_colour(match.score)
+        sphere.lifetime = lifetime
+        markers.append(sphere)
+        text = Marker(header=header, ns="vbl_match_labels", id=len(markers), type=Marker.TEXT_VIEW_FACING)
+        text.action = Marker.ADD
+        text.pose.position = Point(
+            x=sphere.pose.position.x, y=sphere.pose.position.y, z=sphere.pose.position.z + sphere_diameter
+        )
+        text.pose.orientation.w = 1.0
+        text.scale.z = sphere_diameter * 0.6
+        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.9)
+        text.text = f"#{match.rank} {match.score:.2f}"
+        text.lifetime = lifetime
+        markers.append(text)
+        lines.append(sphere.pose.position)
+    if prior is not None and lines:
+        link = Marker(header=header, ns="vbl_prior_links", id=len(markers), type=Marker.LINE_LIST)
+        link.action = Marker.ADD
+        link.pose.orientation.w = 1.0
+        link.scale.x = sphere_diameter * 0.1
+        link.color = ColorRGBA(r=0.2, g=0.6, b=1.0, a=0.8)
+        link.lifetime = lifetime
+        target = Point(x=float(prior.position[0]), y=float(prior.position[1]), z=float(prior.position[2]))
+        for point in lines:
+            link.points.extend([target, point])
+        markers.append(link)
+    return MarkerArray(markers=markers)
+
+
+def diagnostics_to_msg(
+    *,
+    name: str,
+    hardware_id: str,
+    level: bytes,
+    message: str,
+    values: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    stamp: Time,
+) -> DiagnosticArray:
+    """One ``DiagnosticStatus`` in a ``DiagnosticArray``; values are formatted as strings.
+
+    ``level`` is one of ``DiagnosticStatus.OK``, ``WARN``, ``ERROR``, ``STALE`` (a one-byte ``bytes``).
+    """
+    items = values.items() if isinstance(values, Mapping) else values
+    status = DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=str(k), value=_format_value(v)) for k, v in items],
+    )
+    return DiagnosticArray(header=Header(stamp=stamp), status=[status])
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
