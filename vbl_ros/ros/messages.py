@@ -210,9 +210,10 @@ def loop_candidates_from_msg(msg: PointCloud2) -> list[LoopCandidateRow]:
     return out
 
 
-def _score_colour(score: float) -> ColorRGBA:
-    """Red (score <= 0) through yellow to green (score >= 1)."""
-    t = min(max(float(score), 0.0), 1.0)
+def _score_colour(score: float, low: float = 0.5, high: float = 1.0) -> ColorRGBA:
+    """Red (score <= ``low``) through yellow to green (score >= ``high``); cosine scores of
+    retrieved keyframes rarely fall below 0.5."""
+    t = min(max((float(score) - low) / (high - low), 0.0), 1.0)
     return ColorRGBA(r=min(1.0, 2.0 * (1.0 - t)), g=min(1.0, 2.0 * t), b=0.0, a=0.9)
 
 
