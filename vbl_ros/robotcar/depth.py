@@ -128,7 +128,8 @@ class LidarWindow:
         self.before_us = int(before_us)
         self.after_us = int(after_us)
         self._next = 0  # index of the next scan to load
-        self._scans: deque[tuple[int, np.ndarray, np.ndarray]] = deque()  # (time, xyz (N,3), refl (N,))
+        self._scans: deque[tuple[int, np.ndarray, np.ndarray]] = deque()  # (time, xyz (3,N), refl (N,))
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
         self._last_request: int | None = None
         self.missing = 0  # scan files absent on disk
         self.without_pose = 0  # scans outside the INS range
@@ -158,11 +159,12 @@ class LidarWindow:
                 self.missing += 1
                 continue
             points, refl = scan_points(scan)
-            world = (pose @ self.ins_from_sensor @ points)[:3].T
+            world = (pose @ self.ins_from_sensor @ points)[:3]
             self._scans.append((int(time_us), world, refl.astype(np.float32)))
+            self._cache = None
 
     def points(self, t_us: int) -> tuple[np.ndarray, np.ndarray]:
-        """World ``(N, 3)`` points and ``(N,)`` reflectance of the scans in the window around ``t_us``."""
+        """World ``(3, N)`` points and ``(N,)`` reflectance of the scans in the window around ``t_us``."""
         t_us = int(t_us)
         if self._last_request is not None and t_us < self._last_request:
             raise ValueError(f"LidarWindow requests must not go back in time ({t_us} < {self._last_request})")
@@ -170,13 +172,16 @@ class LidarWindow:
         start, end = t_us - self.before_us, t_us + self.after_us
         while self._scans and self._scans[0][0] < start:
             self._scans.popleft()
+            self._cache = None
         self._load(end, start)
         if not self._scans:
-            return np.zeros((0, 3)), np.zeros(0, dtype=np.float32)
-        return (
-            np.concatenate([s[1] for s in self._scans]),
-            np.concatenate([s[2] for s in self._scans]),
-        )
+            return np.zeros((3, 0)), np.zeros(0, dtype=np.float32)
+        if self._cache is None:
+            self._cache = (
+                np.concatenate([s[1] for s in self._scans], axis=1),
+                np.concatenate([s[2] for s in self._scans]),
+            )
+        return self._cache
 
 
 class DepthProjector:
@@ -217,6 +222,18 @@ class DepthProjector:
         if not self.poses.covers([t_us])[0]:
             return None
         world_optical = self.poses.interpolate(int(t_us)) @ self.ins_from_optical
-        rotation = world_optical[:3, :3]
-        optical = (world - world_optical[:3, 3]) @ rotation  # R^T (p - t), row-wise
-        return project_points(optical, refl, self.model, self.width, self.height, max_depth=self.max_depth)
+        # optical = R^T (p - t); compute z first and transform only the points in front, within range
+        rotation, origin = world_optical[:3, :3], world_optical[:3, 3]
+        offset = rotation.T @ origin
+        axis = rotation[:, 2]
+        z = axis[0] * world[0] + axis[1] * world[1] + axis[2] * world[2] - offset[2]
+        keep = np.flatnonzero((z > 1e-6) & (z <= self.max_depth))
+        near = world[:, keep]
+        optical = np.empty((keep.size, 3))
+        for row in range(2):
+            a = rotation[:, row]
+            optical[:, row] = a[0] * near[0] + a[1] * near[1] + a[2] * near[2] - offset[row]
+        optical[:, 2] = z[keep]
+        return project_points(
+            optical, refl[keep], self.model, self.width, self.height, max_depth=self.max_depth
+        )
