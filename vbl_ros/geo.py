@@ -89,7 +89,8 @@ def latlon_to_utm(
     number, northern = _parse_zone(zone, None)
     dlon = np.radians(lon) - _central_meridian(number)
     # Conformal latitude.
-    t = np.sinh(np.arctanh(np.sin(lat)) - _E * np.arctanh(_E * np.sin(lat)))
+    with np.errstate(divide="ignore"):  # the poles: arctanh(1) = inf gives t = inf, which works
+        t = np.sinh(np.arctanh(np.sin(lat)) - _E * np.arctanh(_E * np.sin(lat)))
     xi_p = np.arctan2(t, np.cos(dlon))
     eta_p = np.arctanh(np.sin(dlon) / np.sqrt(1.0 + t * t))
     xi, eta = xi_p.copy(), eta_p.copy()
