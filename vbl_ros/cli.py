@@ -41,7 +41,7 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _convert_robotcar(args: argparse.Namespace) -> None:
-    from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
+    from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar_report
 
     config = _config(
         ConvertConfig,
@@ -51,14 +51,14 @@ def _convert_robotcar(args: argparse.Namespace) -> None:
         cameras=tuple(args.cameras) if args.cameras else None,
         side_modality=False if args.no_side_modality else None,
     )
-    report = convert_robotcar(
+    report = convert_robotcar_report(
         args.traversal_dir,
         args.out_bag,
         extrinsics_dir=args.extrinsics,
         models_dir=args.models,
         config=config,
     )
-    print(report)
+    print(report.summary())
 
 
 def _build_map(args: argparse.Namespace) -> None:
