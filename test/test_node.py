@@ -276,6 +276,32 @@ def test_diagnostics_report_latency_and_counts(raw_session: Session) -> None:
     print(f"node latency receive -> publish: p50 {p50:.1f} ms, p95 {p95:.1f} ms; {values}")
 
 
+def test_a_burst_is_not_queued_the_latest_frame_wins(raw_session: Session, scenes) -> None:
+    """Frames arriving faster than they are processed replace each other: none is queued."""
+    settled = raw_session.diagnostics(lambda d: True)
+    stamps = [1600 * NS + i * 10**7 for i in range(40)]
+    for i, stamp_ns in enumerate(stamps):  # every 5 ms, about 8 frames per processing time
+        raw_session.probe.image_pub.publish(_raw_image(scenes[i % SCENES], stamp_ns))
+        time.sleep(0.005)
+    raw_session.send(_raw_image(scenes[0], stamps[-1]), stamps[-1])  # newest (again, if it was lost)
+    processed = {
+        m.markers[0].header.stamp.sec * NS + m.markers[0].header.stamp.nanosec
+        for _, m in raw_session.probe.received["matches_markers"]
+    } & set(stamps)
+    assert len(processed) < len(stamps) // 2, "frames were queued instead of dropped"
+
+    def delta(d: dict[str, str], key: str) -> int:
+        return int(d[key]) - int(settled[key])
+
+    raw_session.probe.spin_until(lambda: False, 2.5)  # two diagnostics periods: counts settled
+    values = raw_session.probe.diagnostics()
+    received, done, dropped = (
+        delta(values, k) for k in ("frames_received", "frames_processed", "frames_dropped")
+    )
+    assert received == done + dropped, values  # every frame the node got was processed or replaced
+    assert dropped > 0 and len(processed) <= done <= len(processed) + 2, values  # +: newest sent again
+
+
 def test_sigint_exits_cleanly(raw_session: Session) -> None:
     started = time.monotonic()
     code = raw_session.process.stop(signal.SIGINT, timeout_s=10.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -222,7 +223,7 @@ def test_parameters_build_the_frozen_config(make_node) -> None:
 def test_invalid_parameters_are_refused_with_the_parameter_named(make_node, overrides, message) -> None:
     from vbl_ros.ros.params import declare_and_read
 
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         declare_and_read(make_node(**overrides))
 
 
@@ -232,3 +233,13 @@ def test_unknown_parameter_is_reported(make_node) -> None:
     node = make_node(top_kk=3)
     declare_and_read(node)
     assert unknown_overrides(node) == ["top_kk"]
+
+
+def test_every_parameter_is_documented_in_ros_interface_md() -> None:
+    from pathlib import Path
+
+    from vbl_ros.ros.params import parameter_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ros_interface.md").read_text()
+    missing = [name for name, *_ in parameter_table() if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/ros_interface.md lacks parameters {missing}"

@@ -304,6 +304,12 @@ def main(args: list[str] | None = None) -> int:
             except VblError as err:
                 rclpy.logging.get_logger("localize").fatal(f"cannot start: {err}")
                 return 2
+            except Exception:
+                if rclpy.ok():
+                    raise
+                # Ctrl-C or SIGTERM while the model was loading: the context is gone, stop quietly.
+                rclpy.logging.get_logger("localize").info("interrupted while starting")
+                return 0
             try:
                 rclpy.spin(node)
             finally:
