@@ -93,7 +93,7 @@ CONDITIONS: dict[str, Condition] = {
     ),
     "sun": Condition(
         "sun", ("sun",), (0.3, 0.5, 0.88), (0.72, 0.82, 0.95), ambient=0.32, sky_light=0.15,
-        sun_dir=(-0.55, 0.45, -0.7), sun_colour=(0.95, 0.9, 0.78), shadows=True, gain=1.05, hour=14.0,
+        sun_dir=(-0.55, 0.45, -0.7), sun_colour=(0.95, 0.9, 0.78), shadows=False, gain=1.05, hour=14.0,
     ),
     "dusk": Condition(
         "dusk", ("dusk",), (0.2, 0.22, 0.42), (0.95, 0.55, 0.3), ambient=0.16, sky_light=0.05,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import mujoco
 import numpy as np
 from tqdm import tqdm
 
@@ -31,10 +32,10 @@ from vbl_ros.errors import ConfigError, OutputExistsError
 from vbl_ros.geo import utm_to_latlon
 from vbl_ros.images import mosaic
 from vbl_ros.robotcar.calibration import CameraModel
-from vbl_ros.robotcar.transforms import rotation_to_euler, se3_from_xyzrpy, xyzrpy_from_se3
+from vbl_ros.robotcar.transforms import xyzrpy_from_se3
 from vbl_ros.sim.calibration_data import EXTRINSICS_TEXT, extrinsics, stereo_narrow_left
 from vbl_ros.sim.lidar import LMS_MAX_RANGE, LidarScanner, geom_reflectance
-from vbl_ros.sim.render import SceneRenderer, condition
+from vbl_ros.sim.render import Condition, SceneRenderer, condition
 from vbl_ros.sim.route import R_ENU_NED, Trajectory, drive, plan_route
 from vbl_ros.sim.world import REFLECTANCE, Town, build_town, parked_cars, town_spec
 
@@ -43,6 +44,7 @@ __all__ = ["SimConfig", "simulate", "traversal_name", "camera_model", "ned_from_
 log = logging.getLogger(__name__)
 
 REAL_WIDTH, REAL_HEIGHT = 1280, 960
+_LMS_SECTION_M = 30.0  # route length per ray-casting model
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,40 @@ def _write_sdk(out_dir: Path, config: SimConfig) -> None:
         (sdk / "extrinsics" / f"{name}.txt").write_text(text)
 
 
+def _scan_lms(folder: Path, config: SimConfig, town: Town, cars: list, cond: Condition, traj: Trajectory,
+              lms_us: np.ndarray, lms_t: np.ndarray, index: int) -> None:  # fmt: skip
+    """Cast the ``lms_front`` scans, route section by section in models holding only the nearby geoms.
+
+    The section models hold the same geoms (names, sizes, poses) as the rendered model, so the
+    scans are exactly what the full model would give; casting against a few hundred geoms instead of
+    thousands is about ten times faster.
+    """
+    t_vehicle_lms = extrinsics("lms_front")
+    lms_poses = traj.poses(lms_t) @ t_vehicle_lms
+    scan_rng = np.random.default_rng([config.seed, 7, index])
+    cam = camera_model(config)
+    reach = config.lms_max_range_m + 1.0
+    per_section = max(int(np.ceil(_LMS_SECTION_M / config.speed_mps * config.lms_hz)), 1)
+    progress = tqdm(total=len(lms_us), desc=f"{folder.name} lms_front", unit="scan", leave=False)
+    for first in range(0, len(lms_us), per_section):
+        poses = lms_poses[first : first + per_section]
+        lo, hi = poses[:, :2, 3].min(axis=0) - reach, poses[:, :2, 3].max(axis=0) + reach
+        spec = town_spec(town, cars, cond, width=config.width, height=config.height,
+                         camera=(cam.fx, cam.fy, cam.cx, cam.cy), g_camera_image=cam.g_camera_image,
+                         region=(lo[0], hi[0], lo[1], hi[1]))  # fmt: skip
+        model = spec.compile()
+        data = mujoco.MjData(model)
+        mujoco.mj_kinematics(model, data)
+        scanner = LidarScanner(
+            model, data, geom_reflectance(model, REFLECTANCE), max_range=config.lms_max_range_m
+        )
+        for k, pose in enumerate(poses, start=first):
+            points = scanner.scan(pose, scan_rng)
+            (folder / "lms_front" / f"{lms_us[k]}.bin").write_bytes(points.astype("<f8").tobytes())
+            progress.update()
+    progress.close()
+
+
 def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int) -> Path:
     cond = condition(config.conditions[index])
     name, t0_us = traversal_name(config, index)
@@ -238,7 +274,8 @@ def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int
     traj = drive(town.route, rng, speed=config.speed_mps, lateral_jitter=config.lateral_jitter_m,
                  speed_jitter=config.speed_jitter)  # fmt: skip
     cam = camera_model(config)
-    spec = town_spec(town, parked_cars(town, config.seed, index, occupancy=config.parked_occupancy), cond,
+    cars = parked_cars(town, config.seed, index, occupancy=config.parked_occupancy)
+    spec = town_spec(town, cars, cond,
                      width=config.width, height=config.height, camera=(cam.fx, cam.fy, cam.cx, cam.cy),
                      g_camera_image=cam.g_camera_image)  # fmt: skip
     model = spec.compile()
@@ -262,6 +299,7 @@ def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int
     _write_timestamps(folder / "stereo.timestamps", cam_us)
     _write_timestamps(folder / "lms_front.timestamps", lms_us)
 
+    started = time.perf_counter()
     with SceneRenderer(model, config.width, config.height, cond, town.street_lights) as renderer:
         for k in tqdm(range(len(cam_us)), desc=f"{name} camera", unit="frame", leave=False):
             frame_rng = np.random.default_rng([config.seed, 6, index, k]) if config.post_process else None
@@ -272,14 +310,10 @@ def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int
             (folder / "stereo" / "centre" / f"{cam_us[k]}.png").write_bytes(png.tobytes())
             if depth is not None:
                 np.save(folder / "sim_depth" / f"{cam_us[k]}.npy", depth.astype(np.float32))
-        scanner = LidarScanner(model, renderer.data, geom_reflectance(model, REFLECTANCE),
-                               max_range=config.lms_max_range_m)  # fmt: skip
-        t_vehicle_lms = extrinsics("lms_front")
-        lms_poses = traj.poses(lms_t) @ t_vehicle_lms
-        scan_rng = np.random.default_rng([config.seed, 7, index])
-        for k in tqdm(range(len(lms_us)), desc=f"{name} lms_front", unit="scan", leave=False):
-            points = scanner.scan(lms_poses[k], scan_rng)
-            (folder / "lms_front" / f"{lms_us[k]}.bin").write_bytes(points.astype("<f8").tobytes())
+    rendered = time.perf_counter()
+    _scan_lms(folder, config, town, cars, cond, traj, lms_us, lms_t, index)
+    log.info("%s: %d frames rendered in %.1f s, %d scans cast in %.1f s", name, len(cam_us), rendered - started,
+             len(lms_us), time.perf_counter() - rendered)  # fmt: skip
     return folder
 
 
@@ -306,7 +340,3 @@ def simulate(out_dir: Path, config: SimConfig) -> list[Path]:
     folders = [_simulate_traversal(out_dir, config, town, k) for k in range(len(config.conditions))]
     log.info("simulated %d traversal(s) in %.1f s", len(folders), time.perf_counter() - start)
     return folders
-
-
-# Re-exported helpers used by tests.
-_ = (rotation_to_euler, se3_from_xyzrpy)

@@ -676,6 +676,7 @@ def town_spec(
     camera: tuple[float, float, float, float],
     g_camera_image: np.ndarray,
     max_lights: int = 5,
+    region: tuple[float, float, float, float] | None = None,
 ) -> mujoco.MjSpec:
     """The town as a MuJoCo model with a mocap body ``rig`` carrying camera ``camera`` and headlights.
 
@@ -683,7 +684,16 @@ def town_spec(
     ``g_camera_image`` the model's optical-to-vehicle transform; the rig's frame is the vehicle frame
     (x forward, y right, z down). ``max_lights`` street-light slots are added
     (placed per frame by the renderer) when the condition has street lights on.
+
+    With ``region = (x0, x1, y0, y1)`` only the geoms overlapping that rectangle are added (with the
+    same names, sizes and poses): a smaller model for fast ray casting in part of the town.
     """
+
+    def wanted(x0: float, x1: float, y0: float, y1: float) -> bool:
+        if region is None:
+            return True
+        return x0 <= region[1] and region[0] <= x1 and y0 <= region[3] and region[2] <= y1
+
     spec = mujoco.MjSpec()
     spec.modelname = "vbl_town"
     spec.compiler.degree = False
@@ -699,15 +709,17 @@ def town_spec(
     snow = condition.snow
     rng = np.random.default_rng(7)
 
-    _add_texture(spec, "asphalt", _ground_texture(rng, "asphalt"))
-    _add_texture(spec, "paving", _ground_texture(rng, "paving"))
-    _add_texture(spec, "grass", _ground_texture(rng, "grass"))
-    road_rgba = _snowy((1, 1, 1, 1), 0.55 * snow) if snow else [1, 1, 1, 1]
+    for kind, cover in (("asphalt", 0.7), ("paving", 0.9), ("grass", 0.95)):
+        image = _ground_texture(rng, kind).astype(float)
+        if snow:  # snow cover: towards white, with the texture's pattern left as slush and tracks
+            image = image * (1 - cover * snow) + 240.0 * cover * snow * (0.93 + 0.07 * image / 255.0)
+        _add_texture(spec, kind, np.clip(image, 0, 255).astype(np.uint8))
+    road_rgba = [1, 1, 1, 1]
     wet = condition.wet
     _add_material(spec, "road", "asphalt", rgba=road_rgba, specular=0.6 if wet else 0.1, shininess=0.8 if wet else 0.1,
                   reflectance=0.15 if wet else 0.0)  # fmt: skip
-    _add_material(spec, "paving", "paving", rgba=_snowy((1, 1, 1, 1), 0.8 * snow), specular=0.1)
-    _add_material(spec, "grass", "grass", rgba=_snowy((1, 1, 1, 1), 0.9 * snow), texrepeat=[0.2, 0.2],
+    _add_material(spec, "paving", "paving", rgba=[1, 1, 1, 1], specular=0.1)
+    _add_material(spec, "grass", "grass", rgba=[1, 1, 1, 1], texrepeat=[0.2, 0.2],
                   texuniform=True)  # fmt: skip
     wb = spec.worldbody
     wb.add_geom(name="ground", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[town.extent * 3, town.extent * 3, 1.0],
@@ -723,13 +735,19 @@ def town_spec(
                     pos=centre.tolist(), contype=0, conaffinity=0)  # fmt: skip
 
     for k, (x0, x1, y0, y1) in enumerate(town.roads):
+        if not wanted(x0, x1, y0, y1):
+            continue
         add_mesh_geom(
             f"road_{k}", _box_mesh(x0, x1, y0, y1, -0.1, 0.0, uv_wall=(8, 8), uv_top=(8.0, 8.0)), "road"
         )
     for k, (x0, x1, y0, y1) in enumerate(town.pavements):
+        if not wanted(x0, x1, y0, y1):
+            continue
         add_mesh_geom(f"pave_{k}", _box_mesh(x0, x1, y0, y1, -0.1, KERB_HEIGHT, uv_wall=(2, 2), uv_top=(2.0, 2.0)),
                       "paving")  # fmt: skip
     for k, b in enumerate(town.buildings):
+        if not wanted(b.x0, b.x1, b.y0, b.y1):
+            continue
         _add_texture(spec, f"facade_{k}", b.texture)
         _add_material(spec, f"facade_{k}", f"facade_{k}", specular=0.15, shininess=0.2)
         along = b.front_width
@@ -746,6 +764,9 @@ def town_spec(
         _add_material(spec, f"sign_{k}", f"sign_{k}", emission=glow)
     lamp_glow = 1.0 if condition.street_lights else 0.0
     for k, prop in enumerate(town.props):
+        reach = max(prop.size)
+        if not wanted(prop.pos[0] - reach, prop.pos[0] + reach, prop.pos[1] - reach, prop.pos[1] + reach):
+            continue
         rgba = list(prop.rgba)
         if snow and prop.cls in ("tree",):
             rgba = _snowy(prop.rgba, 0.45 * snow)
@@ -767,6 +788,8 @@ def town_spec(
         wb.add_geom(name=f"{prop.cls}_{k}", type=_GEOM_TYPES[prop.kind], size=size, pos=list(prop.pos), quat=quat,
                     contype=0, conaffinity=0, **kwargs)  # fmt: skip
     for k, car in enumerate(cars):
+        if not wanted(car.x - car.length, car.x + car.length, car.y - car.length, car.y + car.length):
+            continue
         body = wb.add_body(name=f"parked_{k}", pos=[car.x, car.y, 0.0], quat=_yaw_quat(car.yaw))
         rgba = _snowy(car.rgba, 0.0)
         body.add_geom(name=f"car_{k}_body", type=mujoco.mjtGeom.mjGEOM_BOX,
