@@ -123,12 +123,14 @@ class Probe:
         self.received: dict[str, list[tuple[float, Any]]] = {
             "pose_prior": [],
             "loop_candidates": [],
+            "map_matches": [],
             "matches_markers": [],
             "diagnostics": [],
         }
         for topic, msg_type in (
             ("/pose_prior", PoseWithCovarianceStamped),
             ("/loop_candidates", PointCloud2),
+            ("/map_matches", PointCloud2),
             ("/matches_markers", MarkerArray),
             ("/diagnostics", DiagnosticArray),
         ):

@@ -48,7 +48,7 @@ def test_bad_calibration_files(tmp_path: Path) -> None:
     with pytest.raises(MissingDataError, match="SDK checkout"):
         read_extrinsics(tmp_path, "lms_front")
     (tmp_path / "lms_front.txt").write_text("1 2 3 oops 5 6\n")
-    with pytest.raises(RobotCarFormatError, match="lms_front.txt:1"):
+    with pytest.raises(RobotCarFormatError, match=r"lms_front\.txt:1"):
         read_extrinsics(tmp_path, "lms_front")
     (tmp_path / "cam.txt").write_text("1 2 3 4\n")
     with pytest.raises(RobotCarFormatError, match="4x4"):

@@ -210,6 +210,12 @@ def test_pose_prior_has_the_image_stamp_and_the_keyframe_pose(raw_session: Sessi
         assert np.allclose((q.x, q.y, q.z, q.w), _yaw_quaternion(KEYFRAME_YAWS[i]), atol=1e-6)
         cov = np.array(prior.pose.covariance).reshape(6, 6)
         assert np.all(np.diag(cov) > 0) and np.allclose(cov, cov.T)
+        from vbl_ros.ros.messages import loop_candidates_from_msg
+
+        matches = loop_candidates_from_msg(raw_session.probe.find("map_matches", stamp_ns)[1])
+        assert [m.rank for m in matches] == list(range(1, len(matches) + 1))
+        assert np.allclose(matches[0].position, KEYFRAME_POSITIONS[i], atol=1e-6)
+        assert matches[0].score >= max(m.score for m in matches)
         markers = raw_session.probe.find("matches_markers", stamp_ns)[1].markers
         spheres = [m for m in markers if m.ns == "vbl_matches" and m.type == m.SPHERE]
         assert spheres and np.allclose(

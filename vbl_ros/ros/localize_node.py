@@ -6,7 +6,8 @@ Topics (relative names, remap them):
   ``sensor_msgs/CompressedImage``; sensor-data QoS) and, with ``use_odometry:=true``,
   ``odometry`` (``nav_msgs/Odometry``);
 - publishes ``pose_prior`` (``geometry_msgs/PoseWithCovarianceStamped``), ``loop_candidates``
-  (``sensor_msgs/PointCloud2`` table, see :mod:`vbl_ros.ros.messages`), ``matches_markers``
+  (``sensor_msgs/PointCloud2`` table, see :mod:`vbl_ros.ros.messages`), ``map_matches`` (the
+  top-k map keyframes of every processed frame, same table), ``matches_markers``
   (``visualization_msgs/MarkerArray``) and ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``).
 
 The image callback only keeps the newest frame; one worker thread decodes, localizes and
@@ -42,6 +43,7 @@ from vbl_ros.ros.messages import (
     diagnostics_to_msg,
     image_to_rgb,
     loop_candidates_to_msg,
+    map_matches_to_msg,
     markers_to_msg,
     odometry_to_pose,
     pose_prior_to_msg,
@@ -119,6 +121,7 @@ class LocalizeNode(Node):
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._prior_pub = self.create_publisher(PoseWithCovarianceStamped, "pose_prior", out_qos)
         self._loop_pub = self.create_publisher(PointCloud2, "loop_candidates", out_qos)
+        self._matches_pub = self.create_publisher(PointCloud2, "map_matches", out_qos)
         self._marker_pub = self.create_publisher(MarkerArray, "matches_markers", out_qos)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
 
@@ -206,6 +209,7 @@ class LocalizeNode(Node):
         prior = pose_prior_to_msg(result, self._params.map_frame)
         if prior is not None:
             self._prior_pub.publish(prior)
+        self._matches_pub.publish(map_matches_to_msg(result, self._params.map_frame))
         if result.loop_candidates:
             self._loop_pub.publish(loop_candidates_to_msg(result, self._params.odom_frame))
         self._marker_pub.publish(

@@ -46,6 +46,7 @@ __all__ = [
     "image_to_rgb",
     "loop_candidates_from_msg",
     "loop_candidates_to_msg",
+    "map_matches_to_msg",
     "markers_to_msg",
     "ns_to_stamp",
     "odometry_to_pose",
@@ -158,22 +159,18 @@ def pose_prior_to_msg(result: Any, frame_id: str) -> PoseWithCovarianceStamped |
     return msg
 
 
-def loop_candidates_to_msg(result: Any, frame_id: str) -> PointCloud2:
-    """The result's loop-closure candidates as a ``PointCloud2`` table (see the module docstring).
-
-    ``header.stamp`` is the query image's stamp; an empty cloud (width 0) means no candidate.
-    """
-    candidates = tuple(result.loop_candidates)
-    rows = np.zeros(len(candidates), dtype=LOOP_CANDIDATE_DTYPE)
-    for i, cand in enumerate(candidates):
-        sec, nanosec = divmod(int(cand.keyframe_stamp_ns), _NS_PER_S)
-        position = cand.position if cand.position is not None else (math.nan,) * 3
-        orientation = cand.orientation if cand.orientation is not None else (math.nan,) * 4
-        rows[i] = (*position, *orientation, float(cand.score), int(cand.rank), sec, nanosec)
+def _keyframe_table(stamp_ns: int, rows_in: Sequence[LoopCandidateRow], frame_id: str) -> PointCloud2:
+    """Keyframes (rank, score, capture stamp, pose or None) as a ``PointCloud2`` table."""
+    rows = np.zeros(len(rows_in), dtype=LOOP_CANDIDATE_DTYPE)
+    for i, row in enumerate(rows_in):
+        sec, nanosec = divmod(int(row.keyframe_stamp_ns), _NS_PER_S)
+        position = row.position if row.position is not None else (math.nan,) * 3
+        orientation = row.orientation if row.orientation is not None else (math.nan,) * 4
+        rows[i] = (*position, *orientation, float(row.score), int(row.rank), sec, nanosec)
     msg = PointCloud2()
-    msg.header = Header(stamp=ns_to_stamp(result.stamp_ns), frame_id=frame_id)
+    msg.header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
     msg.height = 1
-    msg.width = len(candidates)
+    msg.width = len(rows_in)
     msg.fields = [
         PointField(name=name, offset=offset, datatype=_POINT_FIELD_TYPES[dtype], count=1)
         for name, (dtype, offset) in LOOP_CANDIDATE_DTYPE.fields.items()
@@ -181,13 +178,38 @@ def loop_candidates_to_msg(result: Any, frame_id: str) -> PointCloud2:
     msg.is_bigendian = False
     msg.point_step = LOOP_CANDIDATE_DTYPE.itemsize
     msg.row_step = msg.point_step * msg.width
-    msg.is_dense = all(c.position is not None for c in candidates)
+    msg.is_dense = all(r.position is not None for r in rows_in)
     msg.data = rows.tobytes()
     return msg
 
 
+def loop_candidates_to_msg(result: Any, frame_id: str) -> PointCloud2:
+    """The result's loop-closure candidates as a ``PointCloud2`` table (see the module docstring).
+
+    ``header.stamp`` is the query image's stamp; an empty cloud (width 0) means no candidate.
+    """
+    rows = [
+        LoopCandidateRow(c.rank, c.score, c.keyframe_stamp_ns, c.position, c.orientation)
+        for c in result.loop_candidates
+    ]
+    return _keyframe_table(result.stamp_ns, rows, frame_id)
+
+
+def map_matches_to_msg(result: Any, frame_id: str) -> PointCloud2:
+    """The result's top-k map keyframes, in the same table layout as the loop candidates.
+
+    Published for every processed frame, confident or not, so evaluators and SLAM back-ends can
+    see what was retrieved (an empty table when the node has no map).
+    """
+    rows = [
+        LoopCandidateRow(m.rank, m.score, m.keyframe.stamp_ns, m.keyframe.position, m.keyframe.orientation)
+        for m in result.matches
+    ]
+    return _keyframe_table(result.stamp_ns, rows, frame_id)
+
+
 def loop_candidates_from_msg(msg: PointCloud2) -> list[LoopCandidateRow]:
-    """Read a ``loop_candidates`` table back (the inverse of :func:`loop_candidates_to_msg`)."""
+    """Read a ``loop_candidates`` or ``map_matches`` table back (the inverse of the two above)."""
     names = [f.name for f in msg.fields]
     expected = list(LOOP_CANDIDATE_DTYPE.names or ())
     if names != expected or msg.point_step != LOOP_CANDIDATE_DTYPE.itemsize or msg.is_bigendian:

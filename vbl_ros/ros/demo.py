@@ -1,0 +1,292 @@
+"""``vbl demo``: the whole pipeline on the embedded default, with no download and no dataset.
+
+1. simulate two traversals of the demo route (a map drive, a query drive in another condition);
+2. convert both into bags with ``vbl convert robotcar``'s function;
+3. build a keyframe map from the map bag with the embedded pretrained model;
+4. start the ``localize`` node as its own process, exactly as ``ros2 launch`` would;
+5. replay the query bag's camera into it over DDS and collect what it publishes;
+6. score it with the shared evaluation routine: recall@1 within 25 m, the median pose-prior error,
+   the latency; save a plot of the route with correct and wrong matches.
+
+Each step skips work a previous run finished, so a second ``vbl demo`` goes straight to replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+
+from vbl_ros.bags import read_odometry
+from vbl_ros.errors import VblError
+from vbl_ros.evaluation import evaluate_localization, plot_localization
+from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig, build_map
+from vbl_ros.localizer import LocalizationResult, Match, PosePrior
+from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
+from vbl_ros.ros.messages import loop_candidates_from_msg, stamp_to_ns
+from vbl_ros.ros.process import find_share_file, localize_command, start_localize, stop_process
+from vbl_ros.ros.replay import replay_bag
+from vbl_ros.sim.simulate import SimConfig, simulate
+
+__all__ = ["DemoConfig", "DemoReport", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+CAMERA_TOPIC = "/stereo/centre/image_raw/compressed"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``vbl demo`` runs.
+
+    Attributes:
+        preset: simulation preset (``demo``: a 1 km route driven twice; ``tiny`` for tests).
+        seed: simulation seed.
+        map_spacing_m: metres between map keyframes.
+        replay_rate: replay speed relative to the bag's own pace.
+        threshold_m: a match or prior within this distance of the truth is correct.
+        device: where the node runs the network: ``auto``, ``cpu`` or ``cuda``.
+        node_start_timeout_s: how long to wait for the node to come up.
+        settle_s: how long to wait for the node's last outputs after the last frame.
+    """
+
+    preset: str = "demo"
+    seed: int = 0
+    map_spacing_m: float = 2.0
+    replay_rate: float = 1.0
+    threshold_m: float = 25.0
+    device: str = "auto"
+    node_start_timeout_s: float = 120.0
+    settle_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """The demo's figures (also written to ``<out>/demo_report.json``)."""
+
+    frames_sent: int
+    frames_answered: int
+    priors_published: int
+    recall_at_1: float
+    prior_precision: float
+    median_prior_error_m: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    map_keyframes: int
+    plot: str
+
+    def summary(self) -> str:
+        return (
+            f"query frames sent {self.frames_sent}, answered {self.frames_answered}; "
+            f"recall@1 within 25 m: {100 * self.recall_at_1:.1f} %; "
+            f"pose priors published for {self.priors_published} frames, "
+            f"{100 * self.prior_precision:.1f} % of them within 25 m, median error {self.median_prior_error_m:.2f} m; "
+            f"latency p50 {self.latency_p50_ms:.1f} ms, p95 {self.latency_p95_ms:.1f} ms; "
+            f"map of {self.map_keyframes} keyframes; plot: {self.plot}"
+        )
+
+
+def _prepare(out: Path, config: DemoConfig) -> tuple[Path, Path, Path]:
+    """Steps 1-3; returns (map folder, query bag, map bag)."""
+    sim_dir, bag_dir = out / "sim", out / "bags"
+    traversals = (
+        sorted(p for p in sim_dir.glob("????-??-??-??-??-??") if p.is_dir()) if sim_dir.exists() else []
+    )
+    if len(traversals) < 2:
+        logger.info("1/5 simulating the %s route into %s", config.preset, sim_dir)
+        sim_config = SimConfig.preset(config.preset)
+        traversals = simulate(sim_dir, dataclasses.replace(sim_config, seed=config.seed))
+    map_trav, query_trav = traversals[0], traversals[1]
+    sdk = sim_dir / "sdk"
+    bags = []
+    for name, traversal in (("map", map_trav), ("query", query_trav)):
+        bag = bag_dir / f"{name}_{traversal.name}"
+        if not bag.exists():
+            logger.info("2/5 converting %s -> %s", traversal, bag)
+            convert_robotcar(
+                traversal,
+                bag,
+                extrinsics_dir=sdk / "extrinsics",
+                models_dir=sdk / "models",
+                config=ConvertConfig(side_modality=False, lidar_points=False),
+            )
+        bags.append(bag)
+    map_dir = out / f"map_spacing{config.map_spacing_m:g}m"
+    if not map_dir.exists():
+        logger.info("3/5 building the keyframe map %s", map_dir)
+        build_map(bags[0], map_dir, config=MapConfig(spacing_m=config.map_spacing_m, device=config.device))
+    return map_dir, bags[1], bags[0]
+
+
+class _Collector:
+    """Everything the node publishes, keyed by the image stamp it answers."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent_wall: dict[int, float] = {}
+        self.answered_wall: dict[int, float] = {}
+        self.priors: dict[int, PoseWithCovarianceStamped] = {}
+        self.matches: dict[int, tuple[Match, ...]] = {}
+        self.diagnostics: DiagnosticArray | None = None
+
+    def on_prior(self, msg: PoseWithCovarianceStamped) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        with self.lock:
+            self.priors[stamp] = msg
+            self.answered_wall.setdefault(stamp, time.monotonic())
+
+    def on_matches(self, msg: PointCloud2) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        matches = tuple(
+            Match(row.rank, row.score, Keyframe(row.keyframe_stamp_ns, row.position, row.orientation))
+            for row in loop_candidates_from_msg(msg)
+            if row.position is not None and row.orientation is not None
+        )
+        with self.lock:
+            self.answered_wall.setdefault(stamp, time.monotonic())
+            self.matches[stamp] = matches
+
+    def result(self, stamp_ns: int) -> LocalizationResult:
+        """What the node said about frame ``stamp_ns``, as the core's result type."""
+        prior_msg = self.priors.get(stamp_ns)
+        prior = None
+        if prior_msg is not None:
+            p, q = prior_msg.pose.pose.position, prior_msg.pose.pose.orientation
+            prior = PosePrior(
+                stamp_ns,
+                (p.x, p.y, p.z),
+                (q.x, q.y, q.z, q.w),
+                tuple(prior_msg.pose.covariance),
+                math.nan,
+                (),
+            )
+        return LocalizationResult(
+            stamp_ns=stamp_ns,
+            pose_prior=prior,
+            matches=self.matches.get(stamp_ns, ()),
+            loop_candidates=(),
+            rejected_reason=None,
+            descriptor_ms=math.nan,
+            search_ms=math.nan,
+        )
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            self.diagnostics = msg
+
+
+def _replay(map_dir: Path, query_bag: Path, out: Path, config: DemoConfig) -> _Collector:
+    """Steps 4-5: node process + replay over DDS."""
+    domain_id = int(os.environ.get("VBL_DEMO_DOMAIN_ID", 50 + os.getpid() % 50))
+    command = localize_command(
+        params_file=find_share_file("config/localize.yaml"),
+        parameters={"map": str(map_dir), "device": config.device, "image_transport": "compressed"},
+        remappings={"image": "/camera/image/compressed"},
+    )
+    logger.info("4/5 starting the localize node: %s", " ".join(command))
+    process = start_localize(command, domain_id=domain_id, log_path=out / "localize_node.log")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    collector = _Collector()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("vbl_demo_player", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(PoseWithCovarianceStamped, "/pose_prior", collector.on_prior, reliable)
+        node.create_subscription(PointCloud2, "/map_matches", collector.on_matches, reliable)
+        node.create_subscription(DiagnosticArray, "/diagnostics", collector.on_diagnostics, reliable)
+        started = time.monotonic()
+        while collector.diagnostics is None:  # the node publishes diagnostics once it is ready
+            if process.poll() is not None:
+                raise VblError(
+                    f"the localize node exited with code {process.returncode}; see {out / 'localize_node.log'}"
+                )
+            if time.monotonic() - started > config.node_start_timeout_s:
+                raise VblError(f"the localize node did not come up in {config.node_start_timeout_s} s")
+            time.sleep(0.2)
+        logger.info("5/5 replaying %s into the node", query_bag)
+
+        def sent(_topic: str, bag_time_ns: int) -> None:
+            with collector.lock:
+                collector.sent_wall[bag_time_ns] = time.monotonic()
+
+        replay_bag(
+            node,
+            query_bag,
+            {CAMERA_TOPIC: "/camera/image/compressed"},
+            rate=config.replay_rate,
+            on_publish=sent,
+        )
+        time.sleep(config.settle_s)
+    finally:
+        code = stop_process(process)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    logger.info("the localize node stopped with exit code %s", code)
+    return collector
+
+
+def run_demo(out: Path, config: DemoConfig | None = None) -> DemoReport:
+    """Run the demo in the folder ``out`` and print its figures."""
+    config = config or DemoConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    map_dir, query_bag, _map_bag = _prepare(out, config)
+    collector = _replay(map_dir, query_bag, out, config)
+
+    stamps = np.array(sorted(collector.sent_wall), dtype=np.int64)
+    truth, _ = read_odometry(query_bag).interpolate(stamps)
+    keyframe_map = KeyframeMap.load(map_dir)
+    results = [collector.result(int(s)) for s in stamps]
+    report = evaluate_localization(results, truth, threshold_m=config.threshold_m)
+    top1 = np.array([r.matches[0].keyframe.position if r.matches else (math.nan,) * 3 for r in results])
+    latencies = np.array(
+        [
+            1000 * (collector.answered_wall[s] - collector.sent_wall[s])
+            for s in stamps
+            if s in collector.answered_wall
+        ]
+    )
+    title = (
+        f"vbl demo: {len(stamps)} query frames, R@1 {100 * report.recall_at_1:.1f} % within {config.threshold_m:g} m, "
+        f"priors for {100 * report.fraction_published:.0f} % of frames, median prior error {report.median_error_m:.1f} m"
+    )
+    plot = plot_localization(
+        report, keyframe_map.positions(), truth, top1, out / "demo_route.png", title=title
+    )
+    result = DemoReport(
+        frames_sent=len(stamps),
+        frames_answered=len(collector.answered_wall),
+        priors_published=len(collector.priors),
+        recall_at_1=report.recall_at_1,
+        prior_precision=report.precision,
+        median_prior_error_m=report.median_error_m,
+        latency_p50_ms=float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        latency_p95_ms=float(np.percentile(latencies, 95)) if len(latencies) else float("nan"),
+        map_keyframes=len(keyframe_map),
+        plot=str(plot),
+    )
+    (out / "demo_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    print(result.summary())
+    logger.info("demo finished in %.0f s", time.monotonic() - started)
+    return result
