@@ -110,3 +110,84 @@ def _jsonable(v: object) -> object:
     if isinstance(v, Path):
         return str(v)
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])
+    return total - idle, total
+
+
+class CpuMonitor:
+    """Share of the machine's CPU time used by *other* processes while the ``with`` block ran.
+
+    The benchmark's own CPU time (and that of its finished children) is subtracted, so a value near 0
+    means the measurement was undisturbed; 0.5 means other processes kept one of two cores busy.
+    """
+
+    def __enter__(self) -> CpuMonitor:
+        self._busy0, self._total0 = _cpu_jiffies()
+        t = os.times()
+        self._own0 = t.user + t.system + t.children_user + t.children_system
+        self.others = float("nan")
+        return self
+
+    def stop(self) -> float:
+        busy, total = _cpu_jiffies()
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system - self._own0
+        tick = os.sysconf("SC_CLK_TCK")
+        if total > self._total0:
+            self.others = max(0.0, ((busy - self._busy0) - own * tick) / (total - self._total0))
+        return self.others
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def others_busy(interval_s: float = 2.0) -> float:
+    """Share of the machine's CPU used by other processes over the next ``interval_s`` seconds."""
+    import time
+
+    with CpuMonitor() as m:
+        time.sleep(interval_s)
+    return m.others
+
+
+def wait_for_quiet(max_busy: float = 0.15, timeout_s: float = 600.0, log=print) -> float:
+    """Wait (up to ``timeout_s``) until other processes use less than ``max_busy`` of the CPU over
+    a 3 s window; return the last share seen (go on anyway at the timeout, and say so)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = others_busy(3.0)
+        if busy <= max_busy:
+            return busy
+        if time.monotonic() > deadline:
+            log(
+                f"machine still busy ({busy:.0%} of the CPU used by others) after {timeout_s:.0f} s; going on"
+            )
+            return busy
+        time.sleep(5.0)
+
+
+def measured_quietly(fn, *, max_busy: float = 0.2, attempts: int = 3, wait_s: float = 90.0):
+    """``fn()`` under a :class:`CpuMonitor`; repeated (after waiting for a quiet machine) while other
+    processes used more than ``max_busy`` of the CPU meanwhile. Returns ``(result, others_busy,
+    attempts_made)`` of the least disturbed attempt."""
+    best = None
+    for attempt in range(1, attempts + 1):
+        with CpuMonitor() as m:
+            result = fn()
+        if best is None or m.others < best[1]:
+            best = (result, m.others, attempt)
+        if m.others <= max_busy:
+            break
+        if attempt < attempts:
+            wait_for_quiet(max_busy, wait_s, log=lambda _msg: None)
+    assert best is not None
+    return best[0], best[1], best[2]
