@@ -15,9 +15,13 @@ from vbl_ros.robotcar.poses import (
     base_link_from_vehicle,
     chain_vo,
     map_from_world,
-    slerp,
 )
-from vbl_ros.robotcar.transforms import euler_to_rotation, rotation_to_quaternion, se3_from_xyzrpy
+from vbl_ros.robotcar.transforms import (
+    euler_to_rotation,
+    quaternion_slerp,
+    rotation_to_quaternion,
+    se3_from_xyzrpy,
+)
 
 
 def _pose(x: float, y: float, z: float, yaw: float) -> np.ndarray:
@@ -76,7 +80,7 @@ def test_needs_increasing_times() -> None:
 def test_slerp_takes_the_short_way_when_the_dot_product_is_negative() -> None:
     q0 = rotation_to_quaternion(euler_to_rotation(0, 0, 0.1))
     q1 = -rotation_to_quaternion(euler_to_rotation(0, 0, 0.3))  # same rotation, opposite sign
-    mid = slerp(q0[None], q1[None], np.array([0.5]))[0]
+    mid = quaternion_slerp(q0[None], q1[None], np.array([0.5]))[0]
     expected = rotation_to_quaternion(euler_to_rotation(0, 0, 0.2))
     assert min(np.linalg.norm(mid - expected), np.linalg.norm(mid + expected)) < 1e-9
     # across +-pi: yaw 3.0 -> -3.0 passes through pi, not through 0

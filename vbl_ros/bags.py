@@ -17,6 +17,7 @@ import numpy as np
 from vbl_ros.errors import BadFrameError, MissingDataError, PoseRangeError
 from vbl_ros.images import decode_compressed_image, decode_raw_image
 from vbl_ros.robotcar.messages import UtmOrigin
+from vbl_ros.robotcar.transforms import quaternion_slerp
 
 __all__ = [
     "CAMERA_TOPICS",
@@ -106,7 +107,7 @@ class Trajectory:
         span = (self.stamps_ns[hi] - self.stamps_ns[lo]).astype(np.float64)
         t = np.where(span > 0, (s - self.stamps_ns[lo]) / np.where(span > 0, span, 1.0), 0.0)
         positions = self.positions[lo] + t[:, None] * (self.positions[hi] - self.positions[lo])
-        return positions, _slerp(self.orientations[lo], self.orientations[hi], t)
+        return positions, quaternion_slerp(self.orientations[lo], self.orientations[hi], t)
 
     def arc_length(self, stamps_ns: np.ndarray | int) -> np.ndarray:
         """Distance travelled along the track from its start to each stamp (metres)."""
@@ -114,21 +115,6 @@ class Trajectory:
         cumulative = np.concatenate([[0.0], np.cumsum(steps)])
         s = np.atleast_1d(np.asarray(stamps_ns, dtype=np.int64))
         return np.interp(s.astype(np.float64), self.stamps_ns.astype(np.float64), cumulative)
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
-    q0 = q0 / np.linalg.norm(q0, axis=1, keepdims=True)
-    q1 = q1 / np.linalg.norm(q1, axis=1, keepdims=True)
-    dot = np.sum(q0 * q1, axis=1)
-    q1 = np.where(dot[:, None] < 0, -q1, q1)
-    dot = np.abs(dot)
-    theta = np.arccos(np.clip(dot, -1.0, 1.0))
-    sin = np.sin(theta)
-    small = sin < 1e-6
-    w0 = np.where(small, 1 - t, np.sin((1 - t) * theta) / np.where(small, 1, sin))
-    w1 = np.where(small, t, np.sin(t * theta) / np.where(small, 1, sin))
-    q = w0[:, None] * q0 + w1[:, None] * q1
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from vbl_ros.errors import PoseRangeError, RobotCarFormatError
 from vbl_ros.robotcar.ins import InsData, VoData
 from vbl_ros.robotcar.transforms import (
     euler_to_rotation,
+    quaternion_slerp,
+    quaternion_to_rotation,
     rotation_to_quaternion,
     se3_from_xyzrpy,
 )
@@ -35,8 +37,6 @@ __all__ = [
     "map_from_world",
     "base_link_from_vehicle",
     "quaternions_from_rotations",
-    "rotations_from_quaternions",
-    "slerp",
 ]
 
 # Rotation taking NED coordinates to ENU coordinates (a proper rotation: det = +1).
@@ -61,50 +61,9 @@ def base_link_from_vehicle(pose_vehicle: np.ndarray) -> np.ndarray:
     return pose_vehicle @ _homogeneous(VEHICLE_TO_BASE_LINK.T)
 
 
-def rotations_from_quaternions(quats: np.ndarray) -> np.ndarray:
-    """``(N, 3, 3)`` rotations from ``(N, 4)`` quaternions ``(x, y, z, w)``."""
-    q = np.asarray(quats, dtype=float)
-    q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    x, y, z, w = q.T
-    out = np.empty((q.shape[0], 3, 3))
-    out[:, 0, 0] = 1 - 2 * (y * y + z * z)
-    out[:, 0, 1] = 2 * (x * y - z * w)
-    out[:, 0, 2] = 2 * (x * z + y * w)
-    out[:, 1, 0] = 2 * (x * y + z * w)
-    out[:, 1, 1] = 1 - 2 * (x * x + z * z)
-    out[:, 1, 2] = 2 * (y * z - x * w)
-    out[:, 2, 0] = 2 * (x * z - y * w)
-    out[:, 2, 1] = 2 * (y * z + x * w)
-    out[:, 2, 2] = 1 - 2 * (x * x + y * y)
-    return out
-
-
 def quaternions_from_rotations(rotations: np.ndarray) -> np.ndarray:
     """``(N, 4)`` quaternions ``(x, y, z, w)`` of ``(N, 3, 3)`` rotations."""
     return np.stack([rotation_to_quaternion(r) for r in np.asarray(rotations)])
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, fraction: np.ndarray) -> np.ndarray:
-    """Vectorised spherical linear interpolation of ``(N, 4)`` unit quaternions.
-
-    Takes the short way round (``q1`` is negated where the dot product is negative); ``fraction``
-    is real-valued, shape ``(N,)``.
-    """
-    q0 = np.asarray(q0, dtype=float)
-    q1 = np.asarray(q1, dtype=float).copy()
-    f = np.asarray(fraction, dtype=float)[:, None]
-    dot = np.sum(q0 * q1, axis=1)
-    flip = dot < 0
-    q1[flip] *= -1
-    dot = np.abs(dot)[:, None]
-    theta = np.arccos(np.clip(dot, -1.0, 1.0))
-    sin_theta = np.sin(theta)
-    near = dot > 0.9995
-    safe = np.where(near, 1.0, sin_theta)
-    w0 = np.where(near, 1 - f, np.sin((1 - f) * theta) / safe)
-    w1 = np.where(near, f, np.sin(f * theta) / safe)
-    out = w0 * q0 + w1 * q1
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 class PoseInterpolator:
@@ -169,9 +128,9 @@ class PoseInterpolator:
         positions = self.positions[lower] + fraction[:, None] * (
             self.positions[upper] - self.positions[lower]
         )
-        quats = slerp(self.quaternions[lower], self.quaternions[upper], fraction)
+        quats = quaternion_slerp(self.quaternions[lower], self.quaternions[upper], fraction)
         out = np.tile(np.eye(4), (t.size, 1, 1))
-        out[:, :3, :3] = rotations_from_quaternions(quats)
+        out[:, :3, :3] = quaternion_to_rotation(quats)
         out[:, :3, 3] = positions
         return out[0] if scalar else out
 

@@ -81,28 +81,39 @@ def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
 
 
 def quaternion_to_rotation(quat: np.ndarray) -> np.ndarray:
-    """A rotation matrix from a quaternion ``(x, y, z, w)``."""
-    x, y, z, w = np.asarray(quat, dtype=float) / np.linalg.norm(quat)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    """Rotation matrices from quaternions ``(x, y, z, w)``: ``(4,) -> (3, 3)`` or ``(N, 4) -> (N, 3, 3)``."""
+    q = np.asarray(quat, dtype=float)
+    single = q.ndim == 1
+    q = np.atleast_2d(q)
+    x, y, z, w = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    out = np.empty((q.shape[0], 3, 3))
+    out[:, 0] = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=1)
+    out[:, 1] = np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=1)
+    out[:, 2] = np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=1)
+    return out[0] if single else out
 
 
-def quaternion_slerp(q0: np.ndarray, q1: np.ndarray, fraction: float) -> np.ndarray:
-    """Spherical linear interpolation between unit quaternions; takes the short way round."""
-    q0 = np.asarray(q0, dtype=float)
-    q1 = np.asarray(q1, dtype=float)
-    dot = float(np.dot(q0, q1))
-    if dot < 0.0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        out = q0 + fraction * (q1 - q0)
-        return out / np.linalg.norm(out)
-    theta = np.arccos(min(dot, 1.0))
+def quaternion_slerp(q0: np.ndarray, q1: np.ndarray, fraction: np.ndarray | float) -> np.ndarray:
+    """Spherical linear interpolation of unit quaternions, ``(4,)`` or ``(N, 4)`` each.
+
+    Takes the short way round (``q1`` is negated where the dot product is negative); ``fraction``
+    is real-valued (a scalar or ``(N,)``), never snapped to either end.
+    """
+    a, b = np.asarray(q0, dtype=float), np.asarray(q1, dtype=float)
+    single = a.ndim == 1 and b.ndim == 1
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    f = np.broadcast_to(np.asarray(fraction, dtype=float), (max(len(a), len(b)),))[:, None]
+    dot = np.sum(a * b, axis=1, keepdims=True)
+    b = np.where(dot < 0, -b, b)
+    dot = np.abs(dot)
+    theta = np.arccos(np.clip(dot, -1.0, 1.0))
     sin_theta = np.sin(theta)
-    out = (np.sin((1 - fraction) * theta) * q0 + np.sin(fraction * theta) * q1) / sin_theta
-    return out / np.linalg.norm(out)
+    near = dot > 0.9995  # nearly equal: linear interpolation is exact enough and stable
+    safe = np.where(near, 1.0, sin_theta)
+    w0 = np.where(near, 1 - f, np.sin((1 - f) * theta) / safe)
+    w1 = np.where(near, f, np.sin(f * theta) / safe)
+    out = w0 * a + w1 * b
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out[0] if single else out
