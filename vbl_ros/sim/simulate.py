@@ -61,7 +61,7 @@ class SimConfig:
     camera_hz: float = 3.2
     ins_hz: float = 50.0
     gps_hz: float = 5.0
-    lms_hz: float = 12.5
+    lms_hz: float = 25.0
     lms_max_range_m: float = LMS_MAX_RANGE
     ins_noise_m: float = 0.02
     gps_noise_m: float = 2.0
