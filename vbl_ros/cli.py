@@ -2,6 +2,7 @@
 
 vbl simulate OUT_DIR [--preset tiny|demo]
 vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
+vbl init-model OUT [--config MODEL_YAML] [--bag BAG] [--aggregation gem|netvlad] [--projection none|pca|linear]
 vbl build-map BAG --out MAP [--model MODEL]
 vbl demo [--out DIR]
 """
@@ -61,6 +62,31 @@ def _convert_robotcar(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
+def _init_model(args: argparse.Namespace) -> None:
+    from vbl_ros.model import ModelConfig, init_model, load_model, model_fingerprint
+
+    config = _config(
+        ModelConfig,
+        args.config,
+        aggregation=args.aggregation,
+        netvlad_clusters=args.clusters,
+        projection=args.projection,
+        projection_dim=args.dim,
+    )
+    out = init_model(
+        args.out,
+        config,
+        bag=args.bag,
+        camera_topic=args.camera_topic,
+        max_images=args.max_images,
+        seed=args.seed,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    print(out)
+    print(f"fingerprint {model_fingerprint(load_model(out))}")
+
+
 def _build_map(args: argparse.Namespace) -> None:
     from vbl_ros.keyframe_map import MapConfig, build_map
 
@@ -113,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     robotcar.add_argument("--config", type=Path, help="a YAML ConvertConfig")
     robotcar.set_defaults(func=_convert_robotcar)
+
+    init = commands.add_parser(
+        "init-model", help="write a model file: pretrained backbone, NetVLAD/PCA fitted on a bag"
+    )
+    init.add_argument("out", type=Path, help="the model file to write, e.g. models/netvlad64_lite0.pt")
+    init.add_argument("--config", type=Path, help="a YAML ModelConfig (e.g. models/*.yaml)")
+    init.add_argument("--bag", type=Path, help="frames for NetVLAD's k-means and PCA (not needed for GeM)")
+    init.add_argument("--camera-topic", help="image topic of the bag (default: the centre camera)")
+    init.add_argument("--aggregation", choices=("gem", "netvlad"), help="aggregation (default gem)")
+    init.add_argument("--clusters", type=int, help="NetVLAD clusters K (default 64)")
+    init.add_argument(
+        "--projection", choices=("none", "pca", "linear"), help="projection after aggregation (default none)"
+    )
+    init.add_argument("--dim", type=int, help="projection output dimension")
+    init.add_argument("--max-images", type=int, default=300, help="frames sampled from the bag (default 300)")
+    init.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    init.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    init.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    init.set_defaults(func=_init_model)
 
     build_map = commands.add_parser("build-map", help="build a keyframe map from a bag")
     build_map.add_argument("bag", type=Path, help="a bag written by 'vbl convert'")

@@ -118,14 +118,20 @@ class DescriptorExtractor:
                 )
         return batch
 
-    @torch.inference_mode()
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def to_input(self, batch: np.ndarray) -> torch.Tensor:
+        """The network input of a :meth:`preprocess` batch: ``(N, 3, h, w)`` normalised, on the device.
+
+        Channels-last memory, in the extractor's dtype (float16 on CUDA, float32 on the CPU).
+        """
         x = (
             torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         )  # NCHW view, NHWC memory
         x = x.to(self._scale.dtype).mul_(self._scale).sub_(self._offset)
-        x = x.contiguous(memory_format=torch.channels_last)
-        out = self.net(x)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        out = self.net(self.to_input(batch))
         return out.float().cpu().numpy()
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:

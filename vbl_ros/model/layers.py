@@ -156,12 +156,15 @@ class Projection(nn.Module):
                 f"PCA needs (N > {self.out_dim}, {self.in_dim}) descriptors, got {tuple(x.shape)}"
             )
         mean = x.mean(axis=0)
-        cov = np.cov(x - mean, rowvar=False)
-        eigval, eigvec = np.linalg.eigh(cov)
-        order = np.argsort(eigval)[::-1][: self.out_dim]
-        w = eigvec[:, order].T
+        if x.shape[0] > self.in_dim:
+            eigval, eigvec = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+            order = np.argsort(eigval)[::-1][: self.out_dim]
+            eigval, w = eigval[order], eigvec[:, order].T
+        else:  # fewer samples than dimensions (NetVLAD's K * C): thin SVD, no D x D covariance
+            _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+            eigval, w = s[: self.out_dim] ** 2 / (x.shape[0] - 1), vt[: self.out_dim]
         if whiten:
-            w = w / np.sqrt(eigval[order] + eps)[:, None]
+            w = w / np.sqrt(eigval + eps)[:, None]
         self.linear.weight.copy_(torch.from_numpy(w.astype(np.float32)))
         self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
 
