@@ -67,7 +67,7 @@ class DemoConfig:
     preset: str = "demo"
     seed: int = 0
     map_spacing_m: float = 2.0
-    replay_rate: float = 1.0
+    replay_rate: float = 2.0
     threshold_m: float = 25.0
     device: str = "auto"
     node_start_timeout_s: float = 120.0
