@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from vbl_ros.ros.process import ros_env
+
 REPO = Path(__file__).resolve().parents[1]
 LOCALIZE = Path(sys.executable).with_name("localize")
 PARAMS_FILE = "config/localize.yaml"  # relative to REPO, as the tests run the node from there
@@ -26,18 +28,6 @@ _counter = itertools.count()
 def unique_domain_id() -> int:
     """A ROS domain id (1..100) that differs between test processes and calls."""
     return 1 + (os.getpid() * 13 + next(_counter) * 7) % 100
-
-
-def ros_env(domain_id: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ROS_DOMAIN_ID=str(domain_id),
-        RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        RCUTILS_LOGGING_BUFFERED_STREAM="0",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def synthetic_scene(seed: int, height: int = 120, width: int = 160) -> np.ndarray:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["find_share_file", "localize_command", "start_localize", "stop_process"]
+__all__ = ["find_share_file", "localize_command", "ros_env", "start_localize", "stop_process"]
 
 
 def find_share_file(relative: str) -> Path:
@@ -63,13 +63,24 @@ def localize_command(
     return command
 
 
+def ros_env(domain_id: int) -> dict[str, str]:
+    """This process's environment for a ROS process on ``domain_id``, discovery kept on this host."""
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(domain_id),
+        RMW_IMPLEMENTATION=os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
+        RCUTILS_LOGGING_BUFFERED_STREAM="0",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 def start_localize(
     command: list[str], *, domain_id: int, log_path: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start the node in its own process group on ``ROS_DOMAIN_ID=domain_id``."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env = ros_env(domain_id)
     output = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL
     return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
