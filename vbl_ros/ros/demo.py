@@ -194,7 +194,7 @@ def _replay(map_dir: Path, query_bag: Path, out: Path, config: DemoConfig) -> _C
     domain_id = int(os.environ.get("VBL_DEMO_DOMAIN_ID", 50 + os.getpid() % 50))
     command = localize_command(
         params_file=find_share_file("config/localize.yaml"),
-        parameters={"map": str(map_dir), "device": config.device, "image_transport": "compressed"},
+        parameters={"map": str(map_dir.resolve()), "device": config.device, "image_transport": "compressed"},
         remappings={"image": "/camera/image/compressed"},
     )
     logger.info("4/5 starting the localize node: %s", " ".join(command))
