@@ -25,18 +25,21 @@ __all__ = ["main"]
 log = logging.getLogger("vbl")
 
 
+def _override(base: Any, **overrides: Any) -> Any:
+    """``base`` with the command line's explicit values (those not ``None``) on top."""
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def _config(cls: type, path: Path | None, **overrides: Any) -> Any:
     """``cls`` from a YAML file (or its defaults), with the command line's explicit values on top."""
-    base = load_yaml(cls, path) if path is not None else cls()
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    return _override(load_yaml(cls, path) if path is not None else cls(), **overrides)
 
 
 def _simulate(args: argparse.Namespace) -> None:
     from vbl_ros.sim.simulate import SimConfig, simulate
 
     base = SimConfig.preset(args.preset) if args.config is None else load_yaml(SimConfig, args.config)
-    overrides = {"seed": args.seed, "save_depth": args.save_depth or None}
-    config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    config = _override(base, seed=args.seed, save_depth=args.save_depth or None)
     for folder in simulate(args.out_dir, config):
         print(folder)
 
