@@ -39,7 +39,8 @@ ROBOTCAR_SIZE = (960, 1280)  # h, w of the Bumblebee XB3 centre camera
 def throughput(extractor: DescriptorExtractor, image: np.ndarray, batch: int, min_images: int) -> dict:
     """images/s of ``extractor(images)`` with ``batch`` images per call (one forward pass each)."""
     images = [image] * batch
-    extractor(images)  # warm-up at this batch shape
+    for _ in range(3):  # warm-up at this batch shape (oneDNN/cuDNN pick kernels on the first calls)
+        extractor(images)
     calls = max(2, -(-min_images // batch))
     times = []
     for _ in range(calls):

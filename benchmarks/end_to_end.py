@@ -1,0 +1,351 @@
+"""End-to-end latency of the ``localize`` node over real DDS: image published -> pose prior received.
+
+A small keyframe map is built with the core API (:class:`DescriptorExtractor` on the default model,
+:class:`KeyframeMap`), the node is started as its own process exactly as ``ros2 launch`` would
+(:func:`vbl_ros.ros.process.localize_command` / :func:`start_localize`, the packaged
+``config/localize.yaml``, ``image_transport:=raw``), and this process publishes ``sensor_msgs/Image``
+``rgb8`` frames at the default input size at 16 Hz (the RobotCar camera rate) with sensor-data QoS,
+each a slightly perturbed view of a map keyframe, so that every frame gets a pose prior.
+
+Per frame: publish time (monotonic, just before ``publish``) and the receive time of the
+``pose_prior`` with that stamp (or, for a frame the localizer rejects, of its ``map_matches``,
+which the node publishes for every processed frame, stamped with the image stamp). Frames with neither are dropped (the node keeps
+only the newest frame while busy). Reported: p50/p95/max latency, dropped frames, and the node's own
+``/diagnostics`` latency (callback -> published). A unique ``ROS_DOMAIN_ID``, discovery on this host.
+
+    .venv/bin/python benchmarks/end_to_end.py [--quick] [--device auto|cpu|cuda]
+
+writes ``benchmarks/results/end_to_end.json`` (``--quick``: 5 s of frames, ``end_to_end_quick.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from _common import CpuMonitor, load_average, machine, percentiles_ms, table, wait_for_quiet, write_results
+
+NAME = "end_to_end"
+RATE_HZ = 16.0  # RobotCar Bumblebee XB3
+TARGET_CPU_P95_MS = 50.0
+TARGET_GPU_P95_MS = 5.0
+N_KEYFRAMES = 40
+
+
+def scene(seed: int, height: int, width: int) -> np.ndarray:
+    """A distinct RGB uint8 image of random rectangles, discs and lines (deterministic per seed)."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), rng.integers(0, 255, 3), np.uint8)
+    for _ in range(14):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        p2 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        kind = int(rng.integers(3))
+        if kind == 0:
+            cv2.rectangle(image, p1, p2, colour, -1)
+        elif kind == 1:
+            cv2.circle(image, p1, int(rng.integers(5, width // 5)), colour, -1)
+        else:
+            cv2.line(image, p1, p2, colour, int(rng.integers(1, 6)))
+    return image
+
+
+def perturbed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A revisit: a small shift, brightness change and sensor noise."""
+    h, w = image.shape[:2]
+    m = np.float32([[1, 0, rng.uniform(-3, 3)], [0, 1, rng.uniform(-3, 3)]])
+    out = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    out = out.astype(np.float32) * rng.uniform(0.85, 1.15) + rng.normal(0, 4, out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def build_small_map(
+    folder: Path, device: str, log: logging.Logger
+) -> tuple[Path, list[np.ndarray], int, int]:
+    """A map of ``N_KEYFRAMES`` scenes 5 m apart, built with the core API; returns (map, scenes, h, w)."""
+    from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+    from vbl_ros.model import DescriptorExtractor, default_model
+
+    net = default_model()
+    h, w = net.config.input_height, net.config.input_width
+    extractor = DescriptorExtractor(net, device, batch_size=8)
+    scenes = [scene(1000 + i, h, w) for i in range(N_KEYFRAMES)]
+    kmap = KeyframeMap.create(extractor.dim, extractor.fingerprint)
+    kmap.add(
+        extractor(scenes),
+        [
+            Keyframe(1_400_000_000_000_000_000 + i * 10**9, (5.0 * i, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+            for i in range(N_KEYFRAMES)
+        ],
+    )
+    path = kmap.save(folder / "map")
+    log.info("map: %r at %s", kmap, path)
+    return path, scenes, h, w
+
+
+class Client:
+    """This process's rclpy side: an image publisher and output subscribers, spun in a thread."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image, PointCloud2
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(f"vbl_benchmark_{os.getpid()}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.image_pub = self.node.create_publisher(Image, "/image", qos_profile_sensor_data)
+        self.Image = Image
+        self.lock = threading.Lock()
+        self.prior_at: dict[int, float] = {}
+        self.matches_at: dict[int, float] = {}
+        self.diagnostics: dict[str, str] = {}
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(PoseWithCovarianceStamped, "/pose_prior", self._on_prior, qos)
+        self.node.create_subscription(PointCloud2, "/map_matches", self._on_matches, qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._running = True
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self._running:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    @staticmethod
+    def _ns(header) -> int:
+        return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
+
+    def _on_prior(self, msg) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.prior_at.setdefault(self._ns(msg.header), now)
+
+    def _on_matches(self, msg) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.matches_at.setdefault(self._ns(msg.header), now)
+
+    def _on_diagnostics(self, msg) -> None:
+        if msg.status:
+            with self.lock:
+                self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
+
+    def image_msg(self, rgb: np.ndarray, stamp_ns: int):
+        from vbl_ros.ros.messages import ns_to_stamp
+
+        msg = self.Image()
+        msg.header.stamp = ns_to_stamp(stamp_ns)
+        msg.header.frame_id = "camera"
+        msg.height, msg.width = rgb.shape[:2]
+        msg.encoding = "rgb8"
+        msg.step = rgb.shape[1] * 3
+        msg.data = rgb.tobytes()
+        return msg
+
+    def answered(self, stamp_ns: int) -> float | None:
+        with self.lock:
+            return self.prior_at.get(stamp_ns, self.matches_at.get(stamp_ns))
+
+    def close(self) -> None:
+        import rclpy
+
+        self._running = False
+        self._thread.join(2.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def run(device: str, seconds: float, log: logging.Logger, workdir: Path) -> dict:
+    from vbl_ros.ros.process import find_share_file, localize_command, start_localize, stop_process
+
+    domain_id = 1 + (os.getpid() * 31 + 7) % 100
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    map_path, scenes, h, w = build_small_map(workdir, "cpu" if device == "auto" else device, log)
+    rng = np.random.default_rng(1)
+    n_frames = int(seconds * RATE_HZ)
+    frames = [perturbed(scenes[i % N_KEYFRAMES], rng) for i in range(n_frames)]
+    command = localize_command(
+        params_file=find_share_file("config/localize.yaml"),
+        parameters={
+            "map": str(map_path),
+            "image_transport": "raw",
+            "device": device,
+            "diagnostics_period": 1.0,
+        },
+    )
+    log.info("node: %s (ROS_DOMAIN_ID=%d)", " ".join(command), domain_id)
+    node_log = workdir / "localize.log"
+    process = start_localize(command, domain_id=domain_id, log_path=node_log)
+    client = Client(domain_id)
+    try:
+        deadline = time.monotonic() + 120
+        while client.image_pub.get_subscription_count() == 0:
+            if process.poll() is not None:
+                raise RuntimeError(f"localize exited with {process.returncode}:\n{node_log.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"localize did not subscribe within 120 s:\n{node_log.read_text()}")
+            time.sleep(0.1)
+        # warm-up at 2 Hz until three frames were answered (first calls allocate, DDS matches)
+        warm_stamp = 1_500_000_000_000_000_000
+        answered = 0
+        for i in range(60):
+            stamp = warm_stamp + i * 10**6
+            client.image_pub.publish(client.image_msg(frames[i % len(frames)], stamp))
+            time.sleep(0.5)
+            answered += client.answered(stamp) is not None
+            if answered >= 3:
+                break
+        if answered < 3:
+            raise RuntimeError(f"the node answered {answered} of the warm-up frames:\n{node_log.read_text()}")
+        busy = wait_for_quiet(0.15, 120.0, log=log.info)
+        log.info(
+            "publishing %d frames at %.0f Hz (others use %.0f%% of the CPU)", n_frames, RATE_HZ, 100 * busy
+        )
+        msgs = [
+            client.image_msg(f, 1_600_000_000_000_000_000 + i * int(1e9 / RATE_HZ))
+            for i, f in enumerate(frames)
+        ]
+        stamps = [1_600_000_000_000_000_000 + i * int(1e9 / RATE_HZ) for i in range(n_frames)]
+        published: dict[int, float] = {}
+        node_cpu0 = _cpu_seconds(process.pid)
+        with CpuMonitor() as monitor:
+            t0 = time.monotonic()
+            for i, msg in enumerate(msgs):
+                target = t0 + i / RATE_HZ
+                delay = target - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                published[stamps[i]] = time.monotonic()
+                client.image_pub.publish(msg)
+            time.sleep(1.0)  # the last answers
+            window_s = time.monotonic() - t0
+            node_share = (_cpu_seconds(process.pid) - node_cpu0) / (window_s * (os.cpu_count() or 1))
+        time.sleep(max(0.0, 2.5 - 1.0))  # a last diagnostics message
+        latencies, via_matches, dropped = [], 0, 0
+        for stamp in stamps:
+            got = client.answered(stamp)
+            if got is None:
+                dropped += 1
+                continue
+            with client.lock:
+                via_matches += stamp not in client.prior_at
+            latencies.append(got - published[stamp])
+        with client.lock:
+            diagnostics = dict(client.diagnostics)
+    finally:
+        client.close()
+        status = stop_process(process)
+        log.info("localize exited with %s", status)
+    stats = percentiles_ms(latencies) if latencies else {}
+    return {
+        "device": device,
+        "image": f"{w}x{h} rgb8 raw Image",
+        "rate_hz": RATE_HZ,
+        "frames": n_frames,
+        "answered": len(latencies),
+        "dropped": dropped,
+        "answered_by_map_matches_only": via_matches,
+        **stats,
+        "node_cpu_share": node_share,
+        "others_cpu": max(0.0, monitor.others - node_share),
+        "node_latency_p50_ms": _float(diagnostics.get("latency_p50_ms")),
+        "node_latency_p95_ms": _float(diagnostics.get("latency_p95_ms")),
+        "node_descriptor_p50_ms": _float(diagnostics.get("descriptor_p50_ms")),
+        "node_search_p50_ms": _float(diagnostics.get("search_p50_ms")),
+        "node_frames_dropped": diagnostics.get("frames_dropped"),
+        "domain_id": domain_id,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def main(
+    *, quick: bool = False, device: str = "auto", seconds: float = 30.0, out: Path | None = None
+) -> Path:
+    """Run the benchmark; write and return the JSON results path."""
+    import torch
+
+    log = logging.getLogger(NAME)
+    cuda = torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    if not cuda:
+        print("no GPU: torch.cuda.is_available() is False; CPU only")
+    info = machine()
+    info["torch"] = torch.__version__
+    info["cuda_available"] = cuda
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vbl-bench-e2e-") as tmp:
+        row = run(device, 5.0 if quick else seconds, log, Path(tmp))
+    target = TARGET_GPU_P95_MS if device == "cuda" else TARGET_CPU_P95_MS
+    met = bool(row.get("p95_ms", float("inf")) <= target)
+    print(
+        table(
+            [row],
+            [
+                "device",
+                "image",
+                "frames",
+                "answered",
+                "dropped",
+                "p50_ms",
+                "p95_ms",
+                "max_ms",
+                "node_cpu_share",
+                "others_cpu",
+            ],
+        )
+    )
+    print(
+        table(
+            [row],
+            ["node_latency_p50_ms", "node_latency_p95_ms", "node_descriptor_p50_ms", "node_search_p50_ms"],
+        )
+    )
+    print(f"target ({device}: p95 <= {target} ms): {met}")
+    payload = {
+        "benchmark": NAME,
+        "command": "benchmarks/end_to_end.py" + (" --quick" if quick else ""),
+        "machine": info,
+        "result": row,
+        "target": {"device": device, "p95_ms": target, "met": met},
+        "load_average_at_end": load_average(),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    return write_results(NAME + ("_quick" if quick else ""), payload, out)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="5 s of frames")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seconds", type=float, default=30.0, help="seconds of frames at 16 Hz")
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"results: {main(quick=a.quick, device=a.device, seconds=a.seconds)}")
