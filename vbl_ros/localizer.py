@@ -239,6 +239,11 @@ class Localizer:
             max(1.0, 0.5 * spacing) if math.isfinite(spacing) else max(1.0, config.cluster_radius_m / 3)
         )
         self.session = _SessionKeyframes(dim)
+        # The localizer searches one query at a time; FAISS's OpenMP threads only add overhead there
+        # (benchmarks/README.md: exact search over 1M keyframes is 2.4x slower on 2 threads than on 1).
+        import faiss
+
+        faiss.omp_set_num_threads(1)
         self._last_kf_stamp: int | None = None
         self._last_kf_position: np.ndarray | None = None
 
