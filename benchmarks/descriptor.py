@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def main(*, quick: bool = False, devices: tuple[str, ...] | None = None, out: Pa
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
     payload = {
         "benchmark": NAME,
-        "command": "benchmarks/descriptor.py" + (" --quick" if quick else ""),
+        "command": " ".join(["benchmarks/descriptor.py", *sys.argv[1:]]),
         "machine": info,
         "devices": devs,
         "throughput": rows,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -331,7 +332,7 @@ def main(
     print(f"target ({device}: p95 <= {target} ms): {met}")
     payload = {
         "benchmark": NAME,
-        "command": "benchmarks/end_to_end.py" + (" --quick" if quick else ""),
+        "command": " ".join(["benchmarks/end_to_end.py", *sys.argv[1:]]),
         "machine": info,
         "result": row,
         "target": {"device": device, "p95_ms": target, "met": met},

@@ -387,7 +387,7 @@ def main(
     print(f"target (1M keyframes, p95 <= {TARGET_P95_MS} ms, agreement >= 98 %): {met}")
     payload = {
         "benchmark": NAME,
-        "command": "benchmarks/retrieval.py" + (" --quick" if quick else ""),
+        "command": " ".join(["benchmarks/retrieval.py", *sys.argv[1:]]),
         "machine": info,
         "dim": dim,
         "k": K,
@@ -416,6 +416,7 @@ if __name__ == "__main__":
     )
     p.add_argument("--hnsw-max", type=int, default=100_000, help="largest map built as HNSW")
     p.add_argument("--dim", type=int, default=None, help="descriptor dim (default: the default model's)")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default: results/retrieval.json)")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     path = main(
@@ -428,5 +429,6 @@ if __name__ == "__main__":
         ivf_nlist=a.ivf_nlist,
         hnsw_max=a.hnsw_max,
         dim=a.dim,
+        out=a.out,
     )
     print(f"results: {path}")
