@@ -149,10 +149,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="100 m and 300 m")
     p.add_argument("--lengths", type=lambda s: tuple(float(v) for v in s.split(",")), default=LENGTHS_M)
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default: results/convert.json)")
     p.add_argument("--child", nargs=3, metavar=("TRAVERSAL", "OUT_BAG", "SDK"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         print(json.dumps(child_convert(*(Path(v) for v in a.child))))
         raise SystemExit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"results: {main(quick=a.quick, lengths=a.lengths)}")
+    print(f"results: {main(quick=a.quick, lengths=a.lengths, out=a.out)}")
