@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from _common import CpuMonitor, load_average, machine, percentiles_ms, table, wait_for_quiet, write_results
 
+from vbl_ros.testing import synthetic_scene
+
 NAME = "end_to_end"
 RATE_HZ = 16.0  # RobotCar Bumblebee XB3
 TARGET_CPU_P95_MS = 50.0
@@ -41,21 +43,8 @@ N_KEYFRAMES = 40
 
 
 def scene(seed: int, height: int, width: int) -> np.ndarray:
-    """A distinct RGB uint8 image of random rectangles, discs and lines (deterministic per seed)."""
-    rng = np.random.default_rng(seed)
-    image = np.full((height, width, 3), rng.integers(0, 255, 3), np.uint8)
-    for _ in range(14):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        p2 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        kind = int(rng.integers(3))
-        if kind == 0:
-            cv2.rectangle(image, p1, p2, colour, -1)
-        elif kind == 1:
-            cv2.circle(image, p1, int(rng.integers(5, width // 5)), colour, -1)
-        else:
-            cv2.line(image, p1, p2, colour, int(rng.integers(1, 6)))
-    return image
+    """A distinct RGB uint8 image (deterministic per seed)."""
+    return synthetic_scene(seed, height, width, shapes=14, max_radius=width // 5)
 
 
 def perturbed(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

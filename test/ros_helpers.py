@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vbl_ros.ros.process import ros_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,26 +26,6 @@ _counter = itertools.count()
 def unique_domain_id() -> int:
     """A ROS domain id (1..100) that differs between test processes and calls."""
     return 1 + (os.getpid() * 13 + next(_counter) * 7) % 100
-
-
-def synthetic_scene(seed: int, height: int = 120, width: int = 160) -> np.ndarray:
-    """A distinct RGB uint8 image of random rectangles, discs and lines (deterministic per seed)."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    image = np.full((height, width, 3), rng.integers(0, 255, 3), np.uint8)
-    for _ in range(12):
-        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
-        p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        p2 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        kind = int(rng.integers(3))
-        if kind == 0:
-            cv2.rectangle(image, p1, p2, colour, -1)
-        elif kind == 1:
-            cv2.circle(image, p1, int(rng.integers(5, 40)), colour, -1)
-        else:
-            cv2.line(image, p1, p2, colour, int(rng.integers(1, 6)))
-    return image
 
 
 class LocalizeProcess:

@@ -20,7 +20,9 @@ pytest.importorskip("rclpy")
 pytest.importorskip("torch")
 
 import cv2
-from ros_helpers import LOCALIZE, PARAMS_FILE, LocalizeProcess, Probe, synthetic_scene, unique_domain_id
+from ros_helpers import LOCALIZE, PARAMS_FILE, LocalizeProcess, Probe, unique_domain_id
+
+from vbl_ros.testing import synthetic_scene
 
 pytestmark = [
     pytest.mark.slow,
