@@ -7,7 +7,7 @@ import pytest
 from bag_fixtures import T0_NS, write_line_bag
 
 import vbl_ros.keyframe_map as km
-from vbl_ros.errors import MapError, ModelMismatchError, OutputExistsError
+from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
 from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig, UtmOrigin, build_map
 from vbl_ros.model import DescriptorNet, ModelConfig, model_fingerprint, save_model
 
@@ -174,3 +174,36 @@ def test_approximate_indexes_agree_with_exact_on_easy_data(index_type, tmp_path)
     assert np.mean(ids_exact[:, 0] == ids_approx[:, 0]) >= 0.98
     reloaded = KeyframeMap.load(approx.save(tmp_path / "m"))
     assert np.array_equal(reloaded.search(queries, 1)[1], ids_approx)
+
+
+def test_ivf_trains_on_a_sample_when_asked(tmp_path, monkeypatch) -> None:
+    import faiss
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    desc = unit(rng.normal(size=(n, DIM)))
+    queries = unit(desc[:200] + 0.05 * rng.normal(size=(200, DIM)))
+    trained_on: list[int] = []
+    train = faiss.IndexIVFFlat.train
+
+    def spy(self, x):
+        trained_on.append(len(x))
+        return train(self, x)
+
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", spy)
+    config = MapConfig(ivf_nlist=16, ivf_nprobe=8, ivf_train_size=1000)
+    approx = KeyframeMap.create(DIM, "fp", None, "ivf", config=config)
+    approx.add(desc, keyframes(n))
+    _, ids = approx.search(queries, 1)
+    assert trained_on == [1000]
+    assert approx._index.nlist == 16 and approx._index.ntotal == n
+    assert np.mean(ids[:, 0] == np.arange(200)) >= 0.98
+    reloaded = KeyframeMap.load(approx.save(tmp_path / "m"))
+    assert reloaded.index_params["ivf_train_size"] == 1000
+    assert np.array_equal(reloaded.search(queries, 1)[1], ids)
+    # the automatic list count follows the map's size, not the sample's (capped at sample / 39)
+    auto = KeyframeMap.create(DIM, "fp", None, "ivf", config=MapConfig(ivf_train_size=200_000))
+    assert auto._new_index(200_000, 1_000_000).nlist == 4000
+    assert auto._new_index(2000, 1_000_000).nlist == 2000 // 39
+    with pytest.raises(ConfigError):
+        MapConfig(ivf_train_size=-1)

@@ -69,6 +69,9 @@ class MapConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         ivf_nlist: IVF lists; 0 = ``4 * sqrt(N)`` chosen when the index is trained.
         ivf_nprobe: IVF lists visited per query.
+        ivf_train_size: at most this many descriptors (an evenly spread, seeded random sample) train
+            the IVF k-means; 0 = all of them (FAISS itself caps at 256 per list). Training on all
+            1M keyframes with 4000 lists takes minutes on 2 cores; 200k is ~5x faster.
         hnsw_m: HNSW neighbours per node.
         hnsw_ef_construction, hnsw_ef_search: HNSW build and search breadth.
     """
@@ -80,6 +83,7 @@ class MapConfig:
     device: str = "auto"
     ivf_nlist: int = 0
     ivf_nprobe: int = 32
+    ivf_train_size: int = 0
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 64
@@ -93,12 +97,15 @@ class MapConfig:
             raise ConfigError("batch_size, ivf_nprobe, hnsw_ef_search must be >= 1 and hnsw_m >= 2")
         if self.ivf_nlist < 0:
             raise ConfigError("ivf_nlist must be >= 0 (0 = automatic)")
+        if self.ivf_train_size < 0:
+            raise ConfigError("ivf_train_size must be >= 0 (0 = all descriptors)")
 
 
 def _index_params(config: MapConfig) -> dict[str, int]:
     return {
         "ivf_nlist": config.ivf_nlist,
         "ivf_nprobe": config.ivf_nprobe,
+        "ivf_train_size": config.ivf_train_size,
         "hnsw_m": config.hnsw_m,
         "hnsw_ef_construction": config.hnsw_ef_construction,
         "hnsw_ef_search": config.hnsw_ef_search,
@@ -223,7 +230,8 @@ class KeyframeMap:
         return float(np.median(steps)) if len(steps) else math.nan
 
     # ------------------------------------------------------------------ search
-    def _new_index(self, n_train: int):
+    def _new_index(self, n_train: int, n_total: int | None = None):
+        """A new index; IVF: ``4 sqrt(n_total)`` lists by default, at most ``n_train / 39``."""
         import faiss
 
         p = self.index_params
@@ -234,7 +242,8 @@ class KeyframeMap:
             index.hnsw.efConstruction = int(p["hnsw_ef_construction"])
             index.hnsw.efSearch = int(p["hnsw_ef_search"])
             return index
-        nlist = int(p["ivf_nlist"]) or round(4 * math.sqrt(max(n_train, 1)))
+        n_total = n_train if n_total is None else n_total
+        nlist = int(p["ivf_nlist"]) or round(4 * math.sqrt(max(n_total, 1)))
         nlist = max(1, min(nlist, n_train // 39 if n_train >= 39 else 1))
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -246,15 +255,21 @@ class KeyframeMap:
             return
         desc = self.descriptors()
         if self._index is None:
-            index = self._new_index(len(desc))
+            train = desc
+            n_sample = int(self.index_params.get("ivf_train_size", 0))
+            if self.index_type == "ivf" and 0 < n_sample < len(desc):
+                rows = np.sort(np.random.default_rng(0).choice(len(desc), n_sample, replace=False))
+                train = desc[rows]
+            index = self._new_index(len(train), len(desc))
             if self.index_type == "ivf":
                 if len(desc) == 0:
                     return
                 t0 = time.perf_counter()
-                index.train(np.ascontiguousarray(desc))
+                index.train(np.ascontiguousarray(train))
                 logger.info(
-                    "trained IVF (%d lists) on %d descriptors in %.1f s",
+                    "trained IVF (%d lists) on %d of %d descriptors in %.1f s",
                     index.nlist,
+                    len(train),
                     len(desc),
                     time.perf_counter() - t0,
                 )
