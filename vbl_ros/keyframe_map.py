@@ -82,11 +82,11 @@ class MapConfig:
     camera_topic: str | None = None
     device: str = "auto"
     ivf_nlist: int = 0
-    ivf_nprobe: int = 32
+    ivf_nprobe: int = 64
     ivf_train_size: int = 0
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 64
+    hnsw_ef_search: int = 256
 
     def __post_init__(self) -> None:
         if not self.spacing_m > 0:
