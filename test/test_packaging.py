@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,30 @@ def test_colcon_installs_executables_where_ros2_run_looks(colcon_install: Path) 
         assert path.stat().st_mode & 0o111, f"{path} is not executable"
     packages = list((colcon_install / "lib").glob("python3*/site-packages/vbl_ros/ros/localize_node.py"))
     assert packages, "vbl_ros.ros is not installed"
+
+
+def test_colcon_installed_localize_runs_from_the_install_space(colcon_install: Path, tmp_path: Path) -> None:
+    """The executable `ros2 run vbl localize` would start imports vbl_ros from the install space and
+    refuses a bad parameter with the node's own message (exit status 2)."""
+    site = next((colcon_install / "lib").glob("python3*/site-packages"))
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env.update(ROS_DOMAIN_ID="97", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    where = subprocess.run(
+        [sys.executable, "-c", "import vbl_ros; print(vbl_ros.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert where.startswith(str(site)), where
+    result = subprocess.run(
+        [sys.executable, str(colcon_install / "lib" / "vbl" / "localize"), "--ros-args", "-p", "device:=tpu"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "parameter 'device' is 'tpu'" in result.stdout + result.stderr
