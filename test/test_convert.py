@@ -375,3 +375,44 @@ def test_models_that_do_not_fit_the_images_and_bad_config(traversal, tmp_path: P
     with pytest.raises(ConfigError, match="not converted"):
         ConvertConfig(cameras=("stereo/left",))
     assert ConvertConfig(image_encoding="bayer_gbrg8").image_encoding == "bayer"
+
+
+def test_extra_cameras_on_request(traversal, tmp_path: Path) -> None:
+    """stereo/left and the rear mono camera (RGGB, its own timestamps and model) convert on request."""
+    import cv2
+
+    from vbl_ros.images import mosaic
+
+    root = fx.copy_traversal(traversal, tmp_path)
+    models = tmp_path / "models"
+    shutil.copytree(traversal.models, models)
+    (models / "stereo_wide_left.txt").write_text(traversal.model.to_text())
+    (models / "mono_rear.txt").write_text(traversal.model.to_text())
+    shutil.copytree(root / "stereo" / "centre", root / "stereo" / "left")
+    rear_times = [t + 30_000 for t in traversal.image_times_us[::2]]
+    (root / "mono_rear").mkdir()
+    (root / "mono_rear.timestamps").write_text("".join(f"{t} 1\n" for t in rear_times))
+    for i, t in enumerate(rear_times):
+        rgb = np.dstack([fx.test_image(traversal.width, traversal.height, 100 + i + c) for c in range(3)])
+        cv2.imwrite(str(root / "mono_rear" / f"{t}.png"), mosaic(rgb, "rggb"))
+
+    out = tmp_path / "bag"
+    config = ConvertConfig(
+        cameras=("stereo/centre", "stereo/left", "mono_rear"),
+        depth_cameras=("stereo/centre", "mono_rear"),
+        lidar_points=False,
+        progress=False,
+    )
+    convert_robotcar(root, out, extrinsics_dir=traversal.extrinsics, models_dir=models, config=config)
+    messages = _read_rosbags(out)
+    n = len(traversal.image_times_us)
+    assert len(messages["/stereo/left/image_raw/compressed"]) == n
+    assert len(messages["/stereo/left/camera_info"]) == n
+    assert "/stereo/left/depth" not in messages
+    rear = messages["/mono_rear/image_raw/compressed"]
+    assert [stamp for stamp, _ in rear] == [t * 1000 for t in rear_times]
+    assert rear[0][1].format.startswith("bayer_rggb8")
+    assert rear[0][1].header.frame_id == "mono_rear_optical"
+    assert len(messages["/mono_rear/depth"]) == len(rear_times)
+    info = messages["/mono_rear/camera_info"][0][1]
+    assert info.k[0] == pytest.approx(traversal.model.fx) and info.width == traversal.width

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,6 +316,13 @@ def odometry_pose(world_ins: np.ndarray, vehicle_from_ins: np.ndarray) -> np.nda
     return base_link_from_vehicle(map_from_world(world_ins @ np.linalg.inv(vehicle_from_ins)))
 
 
+def _tagged(
+    times_us: Iterable[int], order: int, kind: str, payload: Any
+) -> Iterator[tuple[int, int, str, Any]]:
+    """``(time, order, kind, payload)`` events for one sensor stream."""
+    return ((int(t), order, kind, payload) for t in times_us)
+
+
 def _events(inputs: _Inputs, config: ConvertConfig) -> tuple[Iterator[tuple[int, int, str, Any]], int]:
     """All sensor events merged in time order, and their number (for the progress bar)."""
     streams: list[Iterator[tuple[int, int, str, Any]]] = []
@@ -326,7 +333,9 @@ def _events(inputs: _Inputs, config: ConvertConfig) -> tuple[Iterator[tuple[int,
         streams.append((int(t), 1, "gps", i) for i, t in enumerate(gps.times_us))
         total += len(gps)
     for index, camera in enumerate(inputs.cameras):
-        streams.append((int(t), 2, "image", index) for t in camera.timestamps.times_us)
+        # A helper binds this camera's index now; a bare generator expression would read `index`
+        # when consumed, after the loop, and send every camera's images to the last camera.
+        streams.append(_tagged(camera.timestamps.times_us, 2, "image", index))
         total += len(camera.timestamps)
     if config.lidar_points and inputs.lidar is not None:
         streams.append((int(t), 3, "scan", None) for t in inputs.lidar.times_us)
