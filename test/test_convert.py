@@ -22,7 +22,7 @@ from vbl_ros.errors import (
 from vbl_ros.images import demosaic
 from vbl_ros.robotcar import convert as convert_module
 from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar, convert_robotcar_report
-from vbl_ros.robotcar.messages import read_utm_origin
+from vbl_ros.robotcar.messages import utm_origin_from_metadata
 
 QUIET = ConvertConfig(progress=False)
 TOPICS = {
@@ -195,7 +195,7 @@ def test_utm_origin_static_transforms_gps_and_points(traversal, converted) -> No
         report.utm_origin.northing,
         report.utm_origin.up,
     )
-    assert read_utm_origin(report.out_bag) == report.utm_origin
+    assert utm_origin_from_metadata(report.out_bag) == report.utm_origin
     ((_, tf),) = messages["/tf_static"]
     children = {t.child_frame_id: t for t in tf.transforms}
     assert set(children) == {"ins", "lms_front", "stereo_centre_optical"}

@@ -16,7 +16,7 @@ import numpy as np
 
 from vbl_ros.errors import BadFrameError, MissingDataError, PoseRangeError
 from vbl_ros.images import decode_compressed_image, decode_raw_image
-from vbl_ros.robotcar.messages import UtmOrigin
+from vbl_ros.robotcar.messages import UtmOrigin, utm_origin_from_metadata
 from vbl_ros.robotcar.transforms import quaternion_slerp
 
 __all__ = [
@@ -222,11 +222,7 @@ def read_utm_origin(bag: Path | str) -> UtmOrigin | None:
             frame = msg.header.frame_id
             zone = frame[len("utm_") :] if frame.startswith("utm_") else frame
             return UtmOrigin(float(msg.point.x), float(msg.point.y), float(msg.point.z), zone)
-        for sub in getattr(reader, "readers", []):
-            custom = getattr(getattr(sub, "metadata", None), "custom", None) or {}
-            if "vbl.utm_origin" in custom:
-                return UtmOrigin.from_text(custom["vbl.utm_origin"])
-    return None
+    return utm_origin_from_metadata(bag)
 
 
 def read_gps(bag: Path | str, topic: str = GPS_TOPIC) -> GpsTrack | None:

@@ -22,7 +22,7 @@ from vbl_ros.robotcar.transforms import rotation_to_quaternion
 
 __all__ = [
     "MessageFactory",
-    "read_utm_origin",
+    "utm_origin_from_metadata",
     "UtmOrigin",
     "COMPRESSED_BAYER_FORMAT",
 ]
@@ -53,8 +53,11 @@ class UtmOrigin:
         return cls(float(easting), float(northing), float(up), zone)
 
 
-def read_utm_origin(bag: Path | str) -> UtmOrigin | None:
-    """The UTM origin stored in a converted bag's ``metadata.yaml`` custom data, or None."""
+def utm_origin_from_metadata(bag: Path | str) -> UtmOrigin | None:
+    """The UTM origin stored in a converted bag's ``metadata.yaml`` custom data, or None.
+
+    :func:`vbl_ros.bags.read_utm_origin` prefers the ``/map/utm_origin`` message and falls back to this.
+    """
     path = Path(bag) / "metadata.yaml"
     if not path.is_file():
         raise MissingDataError(f"{path}: not found; pass a rosbag2 bag folder written by 'vbl convert'")
