@@ -1,4 +1,4 @@
-"""Retrieval latency of keyframe maps: exact (``flat``) vs approximate (``ivf``, ``hnsw``).
+"""Retrieval latency of keyframe maps: exact (``flat``) vs approximate (``pq``, ``ivf``, ``hnsw``).
 
 Everything goes through :class:`vbl_ros.keyframe_map.KeyframeMap` (``create``, ``add`` with
 :class:`Keyframe` objects, ``search``, ``set_search_params``), the path the ``localize`` node uses.
@@ -15,7 +15,9 @@ Measured per map size and index: time to create the Keyframe objects and ``add``
 time (the first ``search`` builds the FAISS index), resident memory added by the map, single-query
 latency p50/p95 (one query per call, ``k = 20`` as the localizer's ``top_k * 4``) with FAISS on 1 and
 on 2 OpenMP threads (interleaved blocks, side by side), and top-1 agreement of the approximate index
-with the exact one over all queries, for a sweep of ``nprobe`` / ``efSearch``.
+with the exact one over all queries, for a sweep of ``candidates`` (pq) / ``nprobe`` / ``efSearch``.
+A ``pq`` map searches one query on ``MapConfig.pq_threads`` (2) threads of its own, whatever the
+OpenMP thread count.
 
     .venv/bin/python benchmarks/retrieval.py [--quick]
 
@@ -54,6 +56,9 @@ NAME = "retrieval"
 SIZES = (10_000, 100_000, 1_000_000)
 NPROBES = (8, 16, 32, 64, 128, 256)
 EF_SEARCHES = (32, 64, 128, 256, 512)
+CANDIDATES = (32, 64, 128, 256, 512)
+SWEEPS = {"ivf": ("nprobe", NPROBES), "hnsw": ("ef_search", EF_SEARCHES), "pq": ("candidates", CANDIDATES)}
+KINDS = ("flat", "pq", "ivf", "hnsw")
 K = 20  # LocalizerConfig.top_k (5) * _SEARCH_FACTOR (4)
 TARGET_N, TARGET_P95_MS, TARGET_AGREEMENT = 1_000_000, 2.0, 0.98
 SPACING_M = 5.0
@@ -244,12 +249,9 @@ def run_size(
             )
         else:
             assert exact_ids is not None and exact_scores is not None, "flat runs first"
-            values = NPROBES if kind == "ivf" else EF_SEARCHES
+            sweep, values = SWEEPS[kind]
             for v in values:
-                if kind == "ivf":
-                    kmap.set_search_params(nprobe=v)
-                else:
-                    kmap.set_search_params(ef_search=v)
+                kmap.set_search_params(**{sweep: v})
                 faiss.omp_set_num_threads(max(threads))
                 ids, scores = top1(kmap, queries)
                 agree = float((ids == exact_ids).mean())
@@ -264,7 +266,7 @@ def run_size(
                 rows.append(
                     {
                         **base,
-                        "param": f"{'nprobe' if kind == 'ivf' else 'efSearch'}={v}",
+                        "param": f"{sweep}={v}",
                         "agreement": agree,
                         "agreement_or_tie": tie,
                         "agreement_where_exact_finds_place": agree_ok,
@@ -326,7 +328,7 @@ def main(
     *,
     quick: bool = False,
     sizes: tuple[int, ...] = SIZES,
-    kinds: tuple[str, ...] = ("flat", "ivf", "hnsw"),
+    kinds: tuple[str, ...] = KINDS,
     n_queries: int = 1000,
     n_latency: int = 300,
     n_latency_flat: int = 60,
@@ -407,7 +409,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="10k keyframes only")
     p.add_argument("--sizes", type=lambda s: tuple(int(v) for v in s.split(",")), default=SIZES)
-    p.add_argument("--kinds", type=lambda s: tuple(s.split(",")), default=("flat", "ivf", "hnsw"))
+    p.add_argument("--kinds", type=lambda s: tuple(s.split(",")), default=KINDS)
     p.add_argument("--queries", type=int, default=1000, help="queries for top-1 agreement")
     p.add_argument("--latency-queries", type=int, default=300, help="single queries timed per setting")
     p.add_argument("--threads", type=lambda s: tuple(int(v) for v in s.split(",")), default=(1, 2))

@@ -72,6 +72,7 @@ THREADS = (1,)
 # index settings measured at each size: (label, index type, MapConfig overrides, sweep name, values)
 SETTINGS: tuple[tuple[str, str, dict, str, tuple[int, ...]], ...] = (
     ("flat", "flat", {}, "", (0,)),
+    ("pq", "pq", {}, "candidates", (64, 128, 256, 512, 1024, 2048, 4096)),
     (
         "ivf 4000 lists",
         "ivf",
@@ -91,7 +92,7 @@ HNSW_SETTING = (
     "hnsw M 16",
     "hnsw",
     {"hnsw_m": 16, "hnsw_ef_construction": 40},
-    "efSearch",
+    "ef_search",
     (16, 32, 64, 128),
 )
 
@@ -261,10 +262,8 @@ def run_size(
             base["ivf_nlist"] = int(kmap._index.nlist)  # read-only look, for the report
         log.info("n=%d %s: built %s", n, label, {k: round(v, 2) for k, v in build_stats.items()})
         for v in values:
-            if sweep == "nprobe":
-                kmap.set_search_params(nprobe=v)
-            elif sweep == "efSearch":
-                kmap.set_search_params(ef_search=v)
+            if sweep:
+                kmap.set_search_params(**{sweep: v})
             faiss.omp_set_num_threads(2)
             ids, _ = retrieval.top1(kmap, queries)
             row = {**base, "param": f"{sweep}={v}" if sweep else ""}
@@ -306,6 +305,7 @@ def main(
     quick: bool,
     sizes: tuple[int, ...],
     hnsw: bool,
+    kinds: tuple[str, ...],
     n_queries: int,
     n_latency: int,
     seed: int,
@@ -337,7 +337,9 @@ def main(
     busy = wait_for_quiet(0.15, 300.0, log=log.info)
     log.info("starting; other processes use %.0f%% of the CPU; load %s", 100 * busy, load_average())
     t_start = time.perf_counter()
-    settings = SETTINGS + ((HNSW_SETTING,) if hnsw else ())
+    settings = tuple(
+        s for s in SETTINGS + ((HNSW_SETTING,) if hnsw else ()) if s[1] in kinds or s[1] == "flat"
+    )
     rows: list[dict] = []
     generated: dict[int, dict] = {}
     for n in sizes:
@@ -401,6 +403,12 @@ if __name__ == "__main__":
     p.add_argument("--quick", action="store_true", help="100k keyframes only")
     p.add_argument("--sizes", type=lambda s: tuple(int(v) for v in s.split(",")), default=(1_000_000,))
     p.add_argument("--hnsw", action="store_true", help="also HNSW (M 16, efConstruction 40)")
+    p.add_argument(
+        "--kinds",
+        type=lambda s: tuple(s.split(",")),
+        default=("pq", "ivf", "hnsw"),
+        help="indexes besides flat",
+    )
     p.add_argument("--queries", type=int, default=1000, help="queries for top-1 agreement")
     p.add_argument("--latency-queries", type=int, default=300, help="single queries timed per setting")
     p.add_argument("--seed", type=int, default=0)
@@ -411,6 +419,7 @@ if __name__ == "__main__":
         quick=a.quick,
         sizes=a.sizes,
         hnsw=a.hnsw,
+        kinds=a.kinds,
         n_queries=a.queries,
         n_latency=a.latency_queries,
         seed=a.seed,

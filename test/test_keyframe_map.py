@@ -207,3 +207,108 @@ def test_ivf_trains_on_a_sample_when_asked(tmp_path, monkeypatch) -> None:
     assert auto._new_index(2000, 1_000_000).nlist == 2000 // 39
     with pytest.raises(ConfigError):
         MapConfig(ivf_train_size=-1)
+
+
+# ---------------------------------------------------------------------- the pq index
+def route_descriptors(n: int, rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
+    """Keyframes along routes of 500: consecutive descriptors correlated, as along a drive."""
+    x = rng.normal(size=(n, dim))
+    for i in range(1, n):
+        if i % 500:
+            x[i] = 0.8 * x[i - 1] + 0.6 * x[i]
+    return unit(x)
+
+
+@pytest.fixture(scope="module")
+def pq_data():
+    rng = np.random.default_rng(5)
+    n = 6000
+    desc = route_descriptors(n, rng)
+    truth = rng.integers(0, n, 300)
+    queries = unit(desc[truth] + 0.12 * rng.normal(size=(300, DIM)))
+    exact = KeyframeMap.create(DIM, "fp", None, "flat")
+    exact.add(desc, keyframes(n))
+    return desc, queries, exact.search(queries, 10)
+
+
+def pq_map(desc: np.ndarray, **overrides) -> KeyframeMap:
+    config = MapConfig(index_type="pq", pq_train_size=3000, **overrides)
+    kmap = KeyframeMap.create(DIM, "fp", None, "pq", config=config)
+    kmap.add(desc, keyframes(len(desc)))
+    return kmap
+
+
+def test_pq_ranks_its_candidates_exactly_and_agrees_with_exact_search(pq_data, tmp_path) -> None:
+    desc, queries, (_, exact_ids) = pq_data
+    kmap = pq_map(desc)
+    scores, ids = kmap.search(queries, 10)
+    assert kmap._index is not None and kmap._index.ntotal == len(desc)  # the codes were used
+    assert np.mean(ids[:, 0] == exact_ids[:, 0]) >= 0.98
+    # the scores are exact inner products of the returned keyframes, in descending order
+    np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", desc[ids], queries), atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    # proposing only k candidates leaves the codes' own (approximate) ranking: fewer agree
+    kmap.set_search_params(candidates=10)
+    _, ids_codes_only = kmap.search(queries, 10)
+    assert np.mean(ids_codes_only == exact_ids) < np.mean(ids == exact_ids)
+    kmap.set_search_params(candidates=256)
+    # saved, the codebook comes back and the codes are re-computed: the same answers
+    path = kmap.save(tmp_path / "pq")
+    assert (path / "index.faiss").is_file()
+    reloaded = KeyframeMap.load(path)
+    assert reloaded.index_params["pq_candidates"] == 256
+    assert np.array_equal(reloaded.search(queries, 10)[1], ids)
+
+
+def test_pq_shards_merge_and_grow_correctly(pq_data, tmp_path) -> None:
+    desc, queries, (_, exact_ids) = pq_data
+    one = pq_map(desc, pq_threads=1)
+    three = pq_map(desc, pq_threads=3)
+    ids_one, ids_three = one.search(queries, 10)[1], three.search(queries, 10)[1]
+    assert [p.ntotal for p in three._index._parts] == [2000, 2000, 2000]
+    # shard offsets translate to the right keyframe ids (only ties of the codes at the candidate
+    # boundary may differ between one and three shards)
+    assert np.mean(ids_three[:, 0] == exact_ids[:, 0]) >= 0.98
+    assert np.mean(ids_one == ids_three) >= 0.98
+    # grow a trained map: the new keyframes (appended to the last shard) are found by their ids
+    rng = np.random.default_rng(6)
+    extra = route_descriptors(500, rng)
+    three.add(extra, keyframes(500, start=len(desc)))
+    _, found = three.search(extra[::25], 1)
+    assert np.array_equal(found[:, 0], len(desc) + np.arange(0, 500, 25))
+    assert [p.ntotal for p in three._index._parts] == [2000, 2000, 2500]
+    reloaded = KeyframeMap.load(three.save(tmp_path / "grown"))  # re-encoded evenly on load
+    assert np.array_equal(reloaded.search(extra[::25], 1)[1], found)
+    assert [p.ntotal for p in reloaded._index._parts] == [2167, 2166, 2167]
+
+
+def test_a_small_pq_map_searches_exactly(tmp_path) -> None:
+    kmap, desc = random_map(300, "pq")
+    exact, _ = random_map(300, "flat")
+    queries = unit(desc[:20] + 0.3)
+    assert np.array_equal(kmap.search(queries, 5)[1], exact.search(queries, 5)[1])
+    assert kmap._index is None  # under PQ_MIN_KEYFRAMES no codebook is trained
+    path = kmap.save(tmp_path / "small")
+    assert not (path / "index.faiss").exists()
+    assert np.array_equal(KeyframeMap.load(path).search(queries, 5)[1], exact.search(queries, 5)[1])
+
+
+def test_pq_refuses_bad_settings_with_named_errors(pq_data, tmp_path) -> None:
+    desc = pq_data[0]
+    with pytest.raises(ConfigError, match="pq_candidates"):
+        MapConfig(pq_candidates=0)
+    with pytest.raises(ConfigError, match="pq_subquantizers"):
+        MapConfig(pq_subquantizers=-1)
+    with pytest.raises(MapError, match="divide"):
+        pq_map(desc, pq_subquantizers=5).search(desc[:1], 1)
+    wide = KeyframeMap.create(2048, "fp", None, "pq")
+    wide.add(
+        unit(np.random.default_rng(0).normal(size=(km.PQ_MIN_KEYFRAMES, 2048))),
+        keyframes(km.PQ_MIN_KEYFRAMES),
+    )
+    with pytest.raises(MapError, match="projection"):
+        wide.search(np.ones((1, 2048), np.float32), 1)
+    path = pq_map(desc).save(tmp_path / "pq")
+    (path / "index.faiss").unlink()
+    with pytest.raises(MapError, match="missing"):
+        KeyframeMap.load(path)

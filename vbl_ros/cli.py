@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     build_map.add_argument("--out", type=Path, required=True, help="the map folder to create")
     build_map.add_argument("--model", type=Path, help="a model file (default: the embedded pretrained model)")
     build_map.add_argument("--spacing", type=float, help="metres between keyframes")
-    build_map.add_argument("--index", choices=("flat", "ivf", "hnsw"), help="FAISS index type")
+    build_map.add_argument(
+        "--index",
+        choices=("flat", "pq", "ivf", "hnsw"),
+        help="index type: flat = exact (default); pq = codes + exact re-ranking, for large maps (> ~100k)",
+    )
     build_map.add_argument("--config", type=Path, help="a YAML MapConfig")
     build_map.set_defaults(func=_build_map)
 

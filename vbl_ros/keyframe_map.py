@@ -5,7 +5,8 @@ A map is a folder::
     MAP/manifest.json    format, version, dim, model fingerprint, index type, UTM origin, count
     MAP/descriptors.npy  (N, D) float32 unit-L2 descriptors (memory-mapped on load)
     MAP/keyframes.sqlite id, capture stamp, pose in the map frame (ENU metres), lat/lon
-    MAP/index.faiss      the approximate index (``hnsw``/``ivf`` only; a flat index is rebuilt)
+    MAP/index.faiss      the approximate index (``hnsw``/``ivf``; for ``pq`` its rotation and codebooks,
+                     the codes being re-computed on load; a flat index is rebuilt)
 
 Row ``i`` of the descriptors, keyframe id ``i`` and FAISS id ``i`` are the same keyframe.
 :meth:`KeyframeMap.save` is atomic: the new map is written into a temporary sibling folder, fsynced,
@@ -30,19 +31,21 @@ from pathlib import Path
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
+from vbl_ros.pq_index import PQShards, default_subquantizers
 from vbl_ros.robotcar.messages import UtmOrigin
 
 __all__ = ["INDEX_TYPES", "Keyframe", "KeyframeMap", "MapConfig", "UtmOrigin", "build_map"]
 
 logger = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 FORMAT = "vbl-keyframe-map"
 VERSION = 1
 _MANIFEST = "manifest.json"
 _DESCRIPTORS = "descriptors.npy"
 _KEYFRAMES = "keyframes.sqlite"
 _INDEX = "index.faiss"
+PQ_MIN_KEYFRAMES = 4096  # a pq map trains its codebooks from this size on; smaller ones search exactly
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,9 @@ class MapConfig:
     Attributes:
         spacing_m: distance along the INS track between keyframes (5 m: twice the density of the
             25 m success radius, ~1.5 frames/s at city speeds; 1M keyframes cover 5,000 km).
-        index_type: ``"flat"`` (exact inner product), ``"hnsw"`` or ``"ivf"`` (IVF-Flat).
+        index_type: ``"flat"`` (exact inner product, the default), ``"pq"`` (every keyframe scanned
+            as a 4-bit product-quantised code, the best ``pq_candidates`` re-ranked exactly: the
+            index for large maps, see :mod:`vbl_ros.pq_index`), ``"hnsw"`` or ``"ivf"`` (IVF-Flat).
         batch_size: images per descriptor batch.
         camera_topic: image topic; ``None`` = the contract's compressed centre camera, else raw.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -74,6 +79,11 @@ class MapConfig:
             1M keyframes with 4000 lists takes minutes on 2 cores; 200k is ~5x faster.
         hnsw_m: HNSW neighbours per node.
         hnsw_ef_construction, hnsw_ef_search: HNSW build and search breadth.
+        pq_subquantizers: PQ sub-quantisers (code bytes x 2); 0 = ``dim / 4``. Must divide ``dim``.
+        pq_candidates: keyframes proposed by the codes and re-scored exactly per query.
+        pq_threads: threads (= shards of the codes) one query is searched on.
+        pq_train_size: at most this many descriptors (an evenly spread, seeded random sample) train
+            the rotation and codebooks.
     """
 
     spacing_m: float = 5.0
@@ -87,6 +97,10 @@ class MapConfig:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 256
+    pq_subquantizers: int = 0
+    pq_candidates: int = 256
+    pq_threads: int = 2
+    pq_train_size: int = 50_000
 
     def __post_init__(self) -> None:
         if not self.spacing_m > 0:
@@ -99,6 +113,10 @@ class MapConfig:
             raise ConfigError("ivf_nlist must be >= 0 (0 = automatic)")
         if self.ivf_train_size < 0:
             raise ConfigError("ivf_train_size must be >= 0 (0 = all descriptors)")
+        if self.pq_subquantizers < 0:
+            raise ConfigError("pq_subquantizers must be >= 0 (0 = dim / 4)")
+        if self.pq_candidates < 1 or self.pq_threads < 1 or self.pq_train_size < 1:
+            raise ConfigError("pq_candidates, pq_threads and pq_train_size must be >= 1")
 
 
 def _index_params(config: MapConfig) -> dict[str, int]:
@@ -109,6 +127,10 @@ def _index_params(config: MapConfig) -> dict[str, int]:
         "hnsw_m": config.hnsw_m,
         "hnsw_ef_construction": config.hnsw_ef_construction,
         "hnsw_ef_search": config.hnsw_ef_search,
+        "pq_subquantizers": config.pq_subquantizers,
+        "pq_candidates": config.pq_candidates,
+        "pq_threads": config.pq_threads,
+        "pq_train_size": config.pq_train_size,
     }
 
 
@@ -254,12 +276,17 @@ class KeyframeMap:
         if self._index is not None and self._indexed == len(self):
             return
         desc = self.descriptors()
+        if self._index is None and self.index_type == "pq":
+            if len(desc) < PQ_MIN_KEYFRAMES:
+                return  # too few to train codebooks: _search_reranked scores every keyframe exactly
+            sample = _sample_rows(desc, int(self.index_params["pq_train_size"]))
+            m = int(self.index_params["pq_subquantizers"]) or default_subquantizers(self.dim)
+            self._index = PQShards.train(sample, m, int(self.index_params["pq_threads"]))
+            self._indexed = 0
         if self._index is None:
             train = desc
-            n_sample = int(self.index_params.get("ivf_train_size", 0))
-            if self.index_type == "ivf" and 0 < n_sample < len(desc):
-                rows = np.sort(np.random.default_rng(0).choice(len(desc), n_sample, replace=False))
-                train = desc[rows]
+            if self.index_type == "ivf":
+                train = _sample_rows(desc, int(self.index_params.get("ivf_train_size", 0)))
             index = self._new_index(len(train), len(desc))
             if self.index_type == "ivf":
                 if len(desc) == 0:
@@ -278,8 +305,15 @@ class KeyframeMap:
             self._index.add(np.ascontiguousarray(desc[self._indexed :]))
             self._indexed = len(desc)
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change IVF ``nprobe`` / HNSW ``efSearch`` (speed vs agreement with exact search)."""
+    def set_search_params(
+        self, *, nprobe: int | None = None, ef_search: int | None = None, candidates: int | None = None
+    ) -> None:
+        """Change IVF ``nprobe`` / HNSW ``efSearch`` / PQ ``candidates`` (speed vs agreement with
+        exact search)."""
+        if candidates is not None:
+            if candidates < 1:
+                raise ValueError(f"candidates must be >= 1, got {candidates}")
+            self.index_params["pq_candidates"] = int(candidates)
         if nprobe is not None:
             self.index_params["ivf_nprobe"] = int(nprobe)
             if self._index is not None and self.index_type == "ivf":
@@ -306,9 +340,29 @@ class KeyframeMap:
         if len(self) == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         self._ensure_index()
+        if self.index_type == "pq":
+            return self._search_reranked(q, k)
         scores, ids = self._index.search(q, k)
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
+
+    def _search_reranked(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``pq``: the codes propose ``pq_candidates`` keyframes, exact inner products rank them."""
+        desc = self.descriptors()
+        if self._index is None:  # fewer than PQ_MIN_KEYFRAMES: every keyframe is a candidate
+            cand = np.broadcast_to(np.arange(len(self)), (len(q), len(self)))
+        else:
+            n_cand = min(max(k, int(self.index_params["pq_candidates"])), len(self))
+            cand = self._index.search(q, n_cand)[1]
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        for row, (query, proposed) in enumerate(zip(q, cand, strict=True)):
+            proposed = np.sort(proposed[proposed >= 0])  # ascending ids: forward reads of the memmap
+            exact = desc[proposed] @ query
+            order = np.argsort(-exact, kind="stable")[:k]
+            ids[row, : len(order)] = proposed[order]
+            scores[row, : len(order)] = exact[order]
+        return scores, ids
 
     # ------------------------------------------------------------------ persistence
     def _manifest(self) -> dict:
@@ -366,8 +420,12 @@ class KeyframeMap:
             import faiss
 
             self._ensure_index()
-            faiss.write_index(self._index, str(folder / _INDEX))
-            _fsync_file(folder / _INDEX)
+            if self.index_type != "pq":
+                faiss.write_index(self._index, str(folder / _INDEX))
+            elif self._index is not None:  # None: a map too small for codebooks
+                self._index.write(folder / _INDEX)
+            if (folder / _INDEX).exists():
+                _fsync_file(folder / _INDEX)
         with open(folder / _MANIFEST, "w") as f:
             json.dump(self._manifest(), f, indent=2)
             f.flush()
@@ -476,7 +534,14 @@ class KeyframeMap:
         kmap._positions = table[:, 2:5].copy()
         kmap._orientations = table[:, 5:9].copy()
         kmap._latlon = table[:, 9:11].copy()
-        if index_type != "flat" and count:
+        if index_type == "pq" and count >= PQ_MIN_KEYFRAMES:
+            if not (path / _INDEX).is_file():
+                raise MapError(f"{path}: {_INDEX} (the pq codebook) is missing; rebuild the map")
+            kmap._index = PQShards.read(path / _INDEX, int(kmap.index_params["pq_threads"]))
+            if kmap._index.d != dim:
+                raise MapError(f"{path / _INDEX}: pq codebook for {kmap._index.d}-d, expected {dim}")
+            kmap._indexed = 0  # the codes are re-computed from the descriptors on the first search
+        elif index_type in ("hnsw", "ivf") and count:
             import faiss
 
             try:
@@ -492,6 +557,14 @@ class KeyframeMap:
         kmap.path = path
         logger.info("loaded %r from %s", kmap, path)
         return kmap
+
+
+def _sample_rows(desc: np.ndarray, n_sample: int) -> np.ndarray:
+    """At most ``n_sample`` rows of ``desc`` (0 = all): a seeded random sample, in row order."""
+    if not 0 < n_sample < len(desc):
+        return desc
+    rows = np.sort(np.random.default_rng(0).choice(len(desc), n_sample, replace=False))
+    return desc[rows]
 
 
 def _fsync_file(path: Path) -> None:

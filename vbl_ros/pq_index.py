@@ -1,0 +1,170 @@
+"""The ``pq`` keyframe-map index: every keyframe scanned as a compact code, in parallel shards.
+
+Why another index: an exact search reads every descriptor (1M keyframes x 320 float32 = 1.28 GB
+per query, ~50 ms on a core), and the graph (HNSW) and inverted-file (IVF) indexes lose the match
+when the query is far from it in descriptor space, as a query in another season is
+(``benchmarks/README.md``). This index still scans every keyframe, but as a 4-bit product-quantised
+code (``dim / 4`` sub-quantisers of 16 centroids: 40 bytes for 320-d) after a learned rotation
+(OPQ) that spreads the variance evenly over the sub-quantisers. FAISS's fast-scan kernels compare
+codes with SIMD shuffles, so 1M codes take about a millisecond, split over ``threads`` shards.
+
+:class:`PQShards` only *proposes* candidates; :class:`vbl_ros.keyframe_map.KeyframeMap` re-scores
+the best ``candidates`` of them with exact inner products on the float descriptors. The final
+ranking is therefore the exact one whenever exact search's best keyframes are among the candidates.
+
+The trained rotation and codebooks are what :meth:`PQShards.write` saves (a few hundred KiB); the
+codes are re-computed from the map's descriptors when a map is opened (about 2 s per million).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vbl_ros.errors import MapError
+
+__all__ = ["MAX_DIM", "PQShards", "default_subquantizers"]
+
+logger = logging.getLogger(__name__)
+
+MAX_DIM = 1024  # OPQ trains a dim x dim rotation: beyond this, project the descriptor first
+_BITS = 4  # fast-scan codes: 16 centroids per sub-quantiser
+_OPQ_ITERATIONS = 20  # FAISS's default 50 takes 2.7x longer, candidates no better (synthetic 100k)
+_ENCODE_CHUNK = 65_536  # rows rotated and encoded at a time (bounds the temporary copy)
+
+
+def default_subquantizers(dim: int) -> int:
+    """``dim / 4`` sub-quantisers (4 dimensions each), the setting measured in the benchmarks."""
+    return max(1, dim // 4)
+
+
+def _check(dim: int, subquantizers: int) -> None:
+    if dim > MAX_DIM:
+        raise MapError(
+            f"the pq index supports descriptors of up to {MAX_DIM} dimensions, these have {dim}; "
+            "use a model with a projection (e.g. 'vbl init-model ... --projection pca --dim 256') "
+            "or the hnsw/ivf/flat index"
+        )
+    if subquantizers < 1 or dim % subquantizers:
+        raise MapError(
+            f"pq_subquantizers {subquantizers} must be >= 1 and divide the descriptor dimension {dim}"
+        )
+
+
+class PQShards:
+    """OPQ rotation + 4-bit fast-scan PQ codes of all rows, split into contiguous shards.
+
+    Row ``i`` (in the order of :meth:`add`) is id ``i``. Shard ``s`` holds a contiguous range of
+    rows; :meth:`add` appends to the last shard, :meth:`rebalance` spreads the rows evenly again.
+    Searches run the shards on ``threads`` threads (FAISS ``IndexShards``) and merge their results.
+    """
+
+    def __init__(self, template, threads: int) -> None:
+        """``template``: a trained, empty ``IndexPreTransform(OPQMatrix, IndexPQFastScan)``."""
+        import faiss
+
+        self._faiss = faiss
+        self.template = template
+        self.rotation = faiss.downcast_VectorTransform(template.chain.at(0))
+        self.codebook = faiss.downcast_index(template.index)
+        self.d = int(template.d)
+        self.threads = max(1, int(threads))
+        self._parts: list = []  # the shard indexes (kept referenced: IndexShards does not own them)
+        self._shards = None
+        self._reset_shards([0] * self.threads)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def train(cls, sample: np.ndarray, subquantizers: int, threads: int) -> PQShards:
+        """Learn the rotation and the codebooks from ``sample`` ``(n, dim)`` unit-L2 descriptors."""
+        import faiss
+
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        dim = sample.shape[1]
+        _check(dim, subquantizers)
+        template = faiss.index_factory(
+            dim, f"OPQ{subquantizers},PQ{subquantizers}x{_BITS}fs", faiss.METRIC_INNER_PRODUCT
+        )
+        rotation = faiss.downcast_VectorTransform(template.chain.at(0))
+        rotation.niter = _OPQ_ITERATIONS
+        # fit the rotation for the 4-bit codes in use (FAISS's OPQ fits it for 8-bit ones by default)
+        rotation_pq = faiss.ProductQuantizer(dim, subquantizers, _BITS)
+        rotation.pq = rotation_pq
+        t0 = time.perf_counter()
+        template.train(sample)
+        rotation.pq = None  # rotation_pq is freed with this frame
+        logger.info(
+            "trained pq (OPQ%d, %d-bit codes of %d bytes) on %d descriptors in %.1f s",
+            subquantizers,
+            _BITS,
+            subquantizers * _BITS // 8,
+            len(sample),
+            time.perf_counter() - t0,
+        )
+        return cls(template, threads)
+
+    @classmethod
+    def read(cls, path: Path, threads: int) -> PQShards:
+        """The rotation and codebooks saved by :meth:`write` (no codes: :meth:`add` the rows)."""
+        import faiss
+
+        try:
+            template = faiss.read_index(str(path))
+        except RuntimeError as err:
+            raise MapError(f"{path}: unreadable pq codebook: {err}") from err
+        if not isinstance(template, faiss.IndexPreTransform) or template.chain.size() != 1:
+            raise MapError(f"{path}: not a pq codebook (expected an OPQ rotation and PQ codes)")
+        return cls(template, threads)
+
+    def write(self, path: Path) -> None:
+        """Save the rotation and the codebooks (the template holds no codes)."""
+        self._faiss.write_index(self.template, str(path))
+
+    # ------------------------------------------------------------------ data
+    @property
+    def ntotal(self) -> int:
+        return sum(int(p.ntotal) for p in self._parts)
+
+    def _rotate(self, x: np.ndarray) -> np.ndarray:
+        return self.rotation.apply(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _reset_shards(self, sizes: list[int]) -> None:
+        faiss = self._faiss
+        self._parts = [faiss.clone_index(self.codebook) for _ in sizes]
+        self._shards = faiss.IndexShards(self.codebook.d, True, True)  # threaded, successive ids
+        self._shards.metric_type = faiss.METRIC_INNER_PRODUCT
+        for part in self._parts:
+            self._shards.add_shard(part)
+
+    def _encode_into(self, part, x: np.ndarray) -> None:
+        for start in range(0, len(x), _ENCODE_CHUNK):
+            part.add(self._rotate(x[start : start + _ENCODE_CHUNK]))
+
+    def add(self, x: np.ndarray) -> None:
+        """Append rows ``(n, dim)``; the first call spreads them over all shards."""
+        if not len(x):
+            return
+        if self.ntotal == 0:
+            bounds = np.linspace(0, len(x), self.threads + 1).round().astype(int)
+            for part, lo, hi in zip(self._parts, bounds[:-1], bounds[1:], strict=True):
+                self._encode_into(part, x[lo:hi])
+        else:
+            self._encode_into(self._parts[-1], x)
+        self._shards.syncWithSubIndexes()
+
+    def rebalance(self, x: np.ndarray) -> None:
+        """Re-encode all rows ``x`` (the map's descriptors) evenly over the shards."""
+        t0 = time.perf_counter()
+        self._reset_shards([0] * self.threads)
+        self.add(x)
+        logger.info(
+            "encoded %d pq codes in %d shards in %.1f s", len(x), self.threads, time.perf_counter() - t0
+        )
+
+    # ------------------------------------------------------------------ search
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate inner products ``(Q, k)`` and ids ``(Q, k)`` (``-1`` past the end)."""
+        return self._shards.search(self._rotate(q), int(k))
