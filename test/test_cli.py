@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vbl_ros.cli import main
+from vbl_ros.keyframe_map import KeyframeMap
 
 pytest.importorskip("mujoco")
 
@@ -36,6 +38,14 @@ def test_simulate_convert_build_map(tmp_path: Path, capsys: pytest.CaptureFixtur
     manifest = json.loads((kmap / "manifest.json").read_text())
     assert manifest["count"] >= 8  # a 60 m route, a keyframe each 5 m
     assert (kmap / "keyframes.sqlite").is_file() and (kmap / "descriptors.npy").is_file()
+
+    # --index pq: the same keyframes, searched the same way (a map this small is re-ranked exactly)
+    pq = tmp_path / "map-pq"
+    assert main(["build-map", str(bag), "--out", str(pq), "--spacing", "5", "--index", "pq"]) == 0
+    assert json.loads((pq / "manifest.json").read_text())["index_type"] == "pq"
+    flat_map, pq_map = KeyframeMap.load(kmap), KeyframeMap.load(pq)
+    queries = flat_map.descriptors()[::3]
+    assert np.array_equal(pq_map.search(queries, 3)[1], flat_map.search(queries, 3)[1])
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -265,21 +265,22 @@ def test_pq_shards_merge_and_grow_correctly(pq_data, tmp_path) -> None:
     one = pq_map(desc, pq_threads=1)
     three = pq_map(desc, pq_threads=3)
     ids_one, ids_three = one.search(queries, 10)[1], three.search(queries, 10)[1]
-    assert [p.ntotal for p in three._index._parts] == [2000, 2000, 2000]
-    # shard offsets translate to the right keyframe ids (only ties of the codes at the candidate
-    # boundary may differ between one and three shards)
+    assert three._index.sizes == [2000, 2000, 2000]
+    # shard offsets translate to the right keyframe ids: both agree with exact search (each shard
+    # proposes its own best, so deeper ranks may differ where the codes are close)
+    assert np.mean(ids_one[:, 0] == exact_ids[:, 0]) >= 0.98
     assert np.mean(ids_three[:, 0] == exact_ids[:, 0]) >= 0.98
-    assert np.mean(ids_one == ids_three) >= 0.98
+    assert np.mean(ids_one == ids_three) >= 0.9
     # grow a trained map: the new keyframes (appended to the last shard) are found by their ids
     rng = np.random.default_rng(6)
     extra = route_descriptors(500, rng)
     three.add(extra, keyframes(500, start=len(desc)))
     _, found = three.search(extra[::25], 1)
     assert np.array_equal(found[:, 0], len(desc) + np.arange(0, 500, 25))
-    assert [p.ntotal for p in three._index._parts] == [2000, 2000, 2500]
+    assert three._index.sizes == [2000, 2000, 2500]
     reloaded = KeyframeMap.load(three.save(tmp_path / "grown"))  # re-encoded evenly on load
     assert np.array_equal(reloaded.search(extra[::25], 1)[1], found)
-    assert [p.ntotal for p in reloaded._index._parts] == [2167, 2166, 2167]
+    assert reloaded._index.sizes == [2167, 2166, 2167]
 
 
 def test_a_small_pq_map_searches_exactly(tmp_path) -> None:

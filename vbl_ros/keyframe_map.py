@@ -352,12 +352,11 @@ class KeyframeMap:
         if self._index is None:  # fewer than PQ_MIN_KEYFRAMES: every keyframe is a candidate
             cand = np.broadcast_to(np.arange(len(self)), (len(q), len(self)))
         else:
-            n_cand = min(max(k, int(self.index_params["pq_candidates"])), len(self))
-            cand = self._index.search(q, n_cand)[1]
+            cand = self._index.propose(q, max(k, int(self.index_params["pq_candidates"])))
         scores = np.full((len(q), k), -np.inf, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
         for row, (query, proposed) in enumerate(zip(q, cand, strict=True)):
-            proposed = np.sort(proposed[proposed >= 0])  # ascending ids: forward reads of the memmap
+            proposed = np.unique(proposed[proposed >= 0])  # ascending ids: forward reads of the memmap
             exact = desc[proposed] @ query
             order = np.argsort(-exact, kind="stable")[:k]
             ids[row, : len(order)] = proposed[order]
