@@ -98,7 +98,7 @@ class MapConfig:
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 256
     pq_subquantizers: int = 0
-    pq_candidates: int = 256
+    pq_candidates: int = 128
     pq_threads: int = 2
     pq_train_size: int = 50_000
 
