@@ -45,6 +45,7 @@ _MANIFEST = "manifest.json"
 _DESCRIPTORS = "descriptors.npy"
 _KEYFRAMES = "keyframes.sqlite"
 _INDEX = "index.faiss"
+FLAT_ADVICE_KEYFRAMES = 100_000  # build_map suggests the pq index above this size
 PQ_MIN_KEYFRAMES = 4096  # a pq map trains its codebooks from this size on; smaller ones search exactly
 
 
@@ -703,6 +704,12 @@ def build_map(
         bar.close()
     if len(kmap) == 0:
         raise MapError(f"{bag}: no camera frame lies within the INS track; cannot build a map")
+    if config.index_type == "flat" and len(kmap) > FLAT_ADVICE_KEYFRAMES:
+        logger.warning(
+            "%d keyframes in an exact (flat) map: a query reads them all (~7 ms per 100k keyframes on "
+            "a CPU core); rebuild with '--index pq' for ~2 ms at 1M (benchmarks/README.md)",
+            len(kmap),
+        )
     kmap.save(out)
     logger.info("built %r from %s", kmap, bag)
     return out
