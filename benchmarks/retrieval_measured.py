@@ -23,8 +23,8 @@ p50 / p90. Its true keyframe in the 5 m map is the nearest one.
 Measured through :class:`vbl_ros.keyframe_map.KeyframeMap` (``create``, ``add`` with ``Keyframe``
 objects in 100k chunks, ``search(q, 20)``, ``set_search_params``) exactly like ``retrieval.py``:
 single-query latency p50/p95 with FAISS on 1 thread, top-1 agreement with exact search over 1000
-queries, same-place agreement, build time and memory, for flat, IVF (trained on a 200k sample via
-``MapConfig.ivf_train_size``) and, with ``--hnsw``, HNSW.
+queries, same-place agreement, build time and memory, for flat, pq, IVF (trained on a 200k sample
+via ``MapConfig.ivf_train_size``) and, with ``--hnsw``, HNSW (``--kinds`` picks among them).
 
     .venv/bin/python benchmarks/retrieval_measured.py [--quick] [--hnsw]
 
