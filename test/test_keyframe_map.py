@@ -314,3 +314,11 @@ def test_pq_refuses_bad_settings_with_named_errors(pq_data, tmp_path) -> None:
     (path / "index.faiss").unlink()
     with pytest.raises(MapError, match="missing"):
         KeyframeMap.load(path)
+
+
+def test_prepare_builds_the_index_before_the_first_search(pq_data, tmp_path) -> None:
+    desc = pq_data[0]
+    reloaded = KeyframeMap.load(pq_map(desc).save(tmp_path / "pq"))
+    assert reloaded._index.ntotal == 0  # opening a pq map reads the codebook, not the codes
+    reloaded.prepare()
+    assert reloaded._index.ntotal == len(desc)

@@ -273,6 +273,13 @@ class KeyframeMap:
         index.nprobe = min(int(p["ivf_nprobe"]), nlist)
         return index
 
+    def prepare(self) -> None:
+        """Build the search index now (trains IVF/pq codebooks, encodes pq codes), so that the
+        first :meth:`search` is not the slow one: a node calls this at start-up."""
+        t0 = time.perf_counter()
+        self._ensure_index()
+        logger.info("%r ready to search in %.2f s", self, time.perf_counter() - t0)
+
     def _ensure_index(self) -> None:
         if self._index is not None and self._indexed == len(self):
             return

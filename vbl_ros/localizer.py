@@ -244,6 +244,8 @@ class Localizer:
         import faiss
 
         faiss.omp_set_num_threads(1)
+        if keyframe_map is not None:
+            keyframe_map.prepare()  # index built now, not on the first frame
         self._last_kf_stamp: int | None = None
         self._last_kf_position: np.ndarray | None = None
 
