@@ -290,7 +290,6 @@ class KeyframeMap:
             sample = _sample_rows(desc, int(self.index_params["pq_train_size"]))
             m = int(self.index_params["pq_subquantizers"]) or default_subquantizers(self.dim)
             self._index = PQShards.train(sample, m, int(self.index_params["pq_threads"]))
-            self._indexed = 0
         if self._index is None:
             train = desc
             if self.index_type == "ivf":
@@ -547,7 +546,7 @@ class KeyframeMap:
             kmap._index = PQShards.read(path / _INDEX, int(kmap.index_params["pq_threads"]))
             if kmap._index.d != dim:
                 raise MapError(f"{path / _INDEX}: pq codebook for {kmap._index.d}-d, expected {dim}")
-            kmap._indexed = 0  # the codes are re-computed from the descriptors on the first search
+            # no codes yet (_indexed 0): prepare() or the first search computes them
         elif index_type in ("hnsw", "ivf") and count:
             import faiss
 

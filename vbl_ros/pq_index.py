@@ -69,7 +69,6 @@ class PQShards:
         """``template``: a trained, empty ``IndexPreTransform(OPQMatrix, IndexPQFastScan)``."""
         import faiss
 
-        self._faiss = faiss
         self.template = template
         self.rotation = faiss.downcast_VectorTransform(template.chain.at(0))
         self.codebook = faiss.downcast_index(template.index)
@@ -123,7 +122,9 @@ class PQShards:
 
     def write(self, path: Path) -> None:
         """Save the rotation and the codebooks (the template holds no codes)."""
-        self._faiss.write_index(self.template, str(path))
+        import faiss
+
+        faiss.write_index(self.template, str(path))
 
     # ------------------------------------------------------------------ data
     @property
