@@ -15,7 +15,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from vbl_ros.geo import utm_to_latlon
+from vbl_ros.geometry.utm import utm_to_latlon
 from vbl_ros.images import mosaic
 
 STORE = Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST

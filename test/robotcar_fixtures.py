@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vbl_ros.geometry.rotations import euler_to_rotation, rotation_to_euler, se3_from_xyzrpy
 from vbl_ros.images import mosaic
 from vbl_ros.robotcar.calibration import CameraModel
-from vbl_ros.robotcar.transforms import euler_to_rotation, rotation_to_euler, se3_from_xyzrpy
 from vbl_ros.sim.calibration_data import EXTRINSICS_TEXT, stereo_narrow_left
 
 T0_US = 1_418_132_462_123_457  # odd microseconds: a us->ns bug shows

@@ -10,14 +10,14 @@ import pytest
 
 from vbl_ros.config import from_dict, load_yaml, to_dict
 from vbl_ros.errors import ConfigError, MissingDataError, RobotCarFormatError
-from vbl_ros.robotcar.calibration import read_camera_model, read_extrinsics, sensor_in_vehicle
-from vbl_ros.robotcar.transforms import (
+from vbl_ros.geometry.rotations import (
     quaternion_slerp,
     quaternion_to_rotation,
     rotation_to_quaternion,
     se3_from_xyzrpy,
     xyzrpy_from_se3,
 )
+from vbl_ros.robotcar.calibration import read_camera_model, read_extrinsics, sensor_in_vehicle
 
 SDK = Path(__file__).resolve().parents[2] / "shared" / "robotcar"
 needs_sdk = pytest.mark.skipif(not SDK.is_dir(), reason=f"RobotCar SDK calibration files absent at {SDK}")

@@ -12,6 +12,7 @@ import robotcar_fixtures as fx
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
+from vbl_ros.bags import utm_origin_from_metadata
 from vbl_ros.errors import (
     ConfigError,
     ImageDecodeError,
@@ -22,7 +23,6 @@ from vbl_ros.errors import (
 from vbl_ros.images import demosaic
 from vbl_ros.robotcar import convert as convert_module
 from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar, convert_robotcar_report
-from vbl_ros.robotcar.messages import utm_origin_from_metadata
 
 QUIET = ConvertConfig(progress=False)
 TOPICS = {
@@ -177,7 +177,7 @@ def test_odometry_is_base_link_in_the_local_enu_map(traversal, converted) -> Non
         p = odom.pose.pose.position
         np.testing.assert_allclose([p.x, p.y, p.z], expected, atol=1e-6)
         q = odom.pose.pose.orientation
-        from vbl_ros.robotcar.transforms import quaternion_to_rotation
+        from vbl_ros.geometry.rotations import quaternion_to_rotation
 
         rotation = quaternion_to_rotation(np.array([q.x, q.y, q.z, q.w]))
         np.testing.assert_allclose(rotation @ [1, 0, 0], heading, atol=1e-6)
@@ -201,7 +201,7 @@ def test_utm_origin_static_transforms_gps_and_points(traversal, converted) -> No
     assert set(children) == {"ins", "lms_front", "stereo_centre_optical"}
     assert all(t.header.frame_id == "base_link" for t in tf.transforms)
     camera = children["stereo_centre_optical"].transform.rotation
-    from vbl_ros.robotcar.transforms import quaternion_to_rotation
+    from vbl_ros.geometry.rotations import quaternion_to_rotation
 
     rotation = quaternion_to_rotation(np.array([camera.x, camera.y, camera.z, camera.w]))
     np.testing.assert_allclose(rotation @ [0, 0, 1], [1, 0, 0], atol=1e-9)  # optical z = forward

@@ -73,13 +73,23 @@ def test_localization_report() -> None:
         _result(None, (10.0, 0.0)),  # not published, top-1 right
         _result(None, None),  # nothing at all
     ]
-    report = evaluate_localization(results, truth)
+    report = evaluate_localization(results, truth, threshold_m=20.0, latencies_ms=[21.0, 21.0, np.nan, 21.0])
+    assert report.threshold_m == 20.0
     assert report.fraction_published == 0.5
     assert report.precision == 0.5
     assert report.recall_at_1 == 0.5
     assert report.median_error_m == pytest.approx(52.5)
-    assert math.isnan(report.errors_m[2]) and report.total_ms_p95 == pytest.approx(21.0)
-    assert "50.0 % published" in report.summary()
+    assert math.isnan(report.errors_m[2])
+    assert (
+        report.latency is not None
+        and report.latency.count == 3
+        and report.latency.p95_ms == pytest.approx(21.0)
+    )
+    summary = report.summary()
+    assert (
+        "pose priors for 2 frames (50.0 %)" in summary and "within 20 m" in summary and "25 m" not in summary
+    )
+    assert evaluate_localization(results, truth).latency is None
 
 
 def test_plot_route_writes_a_png(route, tmp_path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vbl_ros.errors import ConfigError
+from vbl_ros.geometry.trajectory import Trajectory
 from vbl_ros.robotcar.calibration import CameraModel
 from vbl_ros.robotcar.depth import DepthProjector, LidarWindow, check_model_fits, project_points
-from vbl_ros.robotcar.poses import PoseInterpolator
 from vbl_ros.robotcar.timestamps import Timestamps
 
 G_CAMERA_IMAGE = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -65,11 +65,11 @@ def test_principal_point_must_lie_inside_the_image() -> None:
         check_model_fits(MODEL, 64, 48)
 
 
-def _straight_drive(times_us: np.ndarray, speed: float) -> PoseInterpolator:
+def _straight_drive(times_us: np.ndarray, speed: float) -> Trajectory:
     """INS poses (here T_world_vehicle, extrinsics identity) driving north at ``speed``."""
     poses = np.tile(np.eye(4), (times_us.size, 1, 1))
     poses[:, 0, 3] = speed * (times_us - times_us[0]) / 1e6
-    return PoseInterpolator(times_us, poses)
+    return Trajectory.from_poses(times_us * 1000, poses)
 
 
 def test_window_slides_and_projects_future_scans(tmp_path: Path) -> None:

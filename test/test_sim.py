@@ -11,10 +11,10 @@ import pytest
 
 import vbl_ros.sim  # noqa: F401  (sets MUJOCO_GL=egl before mujoco is imported)
 from vbl_ros.errors import ConfigError, OutputExistsError
-from vbl_ros.geo import latlon_to_utm, utm_to_latlon
+from vbl_ros.geometry.rotations import se3_from_xyzrpy
+from vbl_ros.geometry.utm import latlon_to_utm, utm_to_latlon
 from vbl_ros.images import demosaic
 from vbl_ros.robotcar.calibration import read_camera_model, read_extrinsics, sensor_in_vehicle
-from vbl_ros.robotcar.transforms import se3_from_xyzrpy
 
 pytest.importorskip("mujoco")
 

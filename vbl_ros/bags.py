@@ -1,5 +1,8 @@
 """Reading vbl bags (docs/CONTRACTS.md) without ROS: camera frames, INS trajectory, UTM origin, GPS.
 
+The odometry comes back as a :class:`~vbl_ros.geometry.trajectory.Trajectory` that knows the UTM
+origin of its frame, so drives recorded from different starting points can be compared in one frame.
+
 Everything streams through ``rosbags``' :class:`~rosbags.highlevel.AnyReader`; nothing loads the
 whole bag. Stamps are header stamps in nanoseconds.
 """
@@ -13,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from vbl_ros.errors import BadFrameError, MissingDataError, PoseRangeError
+from vbl_ros.errors import BadFrameError, MissingDataError, RobotCarFormatError
+from vbl_ros.geometry.trajectory import Trajectory
+from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.images import decode_compressed_image, decode_raw_image
-from vbl_ros.robotcar.messages import UtmOrigin, utm_origin_from_metadata
-from vbl_ros.robotcar.transforms import quaternion_slerp
 
 __all__ = [
     "CAMERA_TOPICS",
@@ -26,12 +30,12 @@ __all__ = [
     "UTM_ORIGIN_TOPIC",
     "CameraFrame",
     "GpsTrack",
-    "Trajectory",
     "open_reader",
     "read_camera_frames",
     "read_gps",
     "read_odometry",
     "read_utm_origin",
+    "utm_origin_from_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,51 +74,6 @@ class CameraFrame:
 
     stamp_ns: int
     image_rgb: np.ndarray
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """Poses sorted by time: stamps ``(N,)`` int64 ns, positions ``(N, 3)``, quaternions ``(N, 4)`` x y z w."""
-
-    stamps_ns: np.ndarray
-    positions: np.ndarray
-    orientations: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.stamps_ns)
-
-    def contains(self, stamps_ns: np.ndarray | int) -> np.ndarray:
-        """Which stamps lie within the trajectory's time span."""
-        s = np.asarray(stamps_ns, dtype=np.int64)
-        return (s >= self.stamps_ns[0]) & (s <= self.stamps_ns[-1])
-
-    def interpolate(self, stamps_ns: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions ``(M, 3)`` (linear) and orientations ``(M, 4)`` (slerp) at ``M`` stamps.
-
-        Raises:
-            PoseRangeError: a stamp lies outside the trajectory.
-        """
-        s = np.atleast_1d(np.asarray(stamps_ns, dtype=np.int64))
-        if len(self) == 0 or not np.all(self.contains(s)):
-            raise PoseRangeError(
-                f"{int((~self.contains(s)).sum()) if len(self) else len(s)} stamp(s) outside the trajectory "
-                f"[{self.stamps_ns[0] if len(self) else '-'}, {self.stamps_ns[-1] if len(self) else '-'}] ns"
-            )
-        hi = np.clip(np.searchsorted(self.stamps_ns, s, side="right"), 1, len(self) - 1)
-        lo = hi - 1
-        if len(self) == 1:
-            return np.repeat(self.positions[:1], len(s), 0), np.repeat(self.orientations[:1], len(s), 0)
-        span = (self.stamps_ns[hi] - self.stamps_ns[lo]).astype(np.float64)
-        t = np.where(span > 0, (s - self.stamps_ns[lo]) / np.where(span > 0, span, 1.0), 0.0)
-        positions = self.positions[lo] + t[:, None] * (self.positions[hi] - self.positions[lo])
-        return positions, quaternion_slerp(self.orientations[lo], self.orientations[hi], t)
-
-    def arc_length(self, stamps_ns: np.ndarray | int) -> np.ndarray:
-        """Distance travelled along the track from its start to each stamp (metres)."""
-        steps = np.linalg.norm(np.diff(self.positions, axis=0), axis=1)
-        cumulative = np.concatenate([[0.0], np.cumsum(steps)])
-        s = np.atleast_1d(np.asarray(stamps_ns, dtype=np.int64))
-        return np.interp(s.astype(np.float64), self.stamps_ns.astype(np.float64), cumulative)
 
 
 @dataclass(frozen=True)
@@ -186,13 +145,20 @@ def read_camera_frames(
 
 
 def read_odometry(bag: Path | str, topic: str = ODOMETRY_TOPIC) -> Trajectory:
-    """The INS trajectory (``nav_msgs/Odometry`` poses in the map frame), sorted by stamp."""
+    """The INS trajectory (``nav_msgs/Odometry`` poses in the bag's map frame), sorted by stamp.
+
+    The trajectory carries the bag's UTM origin (``None`` when the bag records none), so
+    ``read_odometry(bag).in_frame(map_origin)`` gives it in another frame.
+    """
     bag = Path(bag)
     stamps, positions, orientations = [], [], []
     with open_reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         if not conns:
-            raise MissingDataError(f"{bag}: no {topic} topic; the map needs the INS odometry")
+            raise MissingDataError(
+                f"{bag}: no {topic} topic (nav_msgs/Odometry); vbl needs the drive's poses: convert with "
+                "'vbl convert robotcar' or record the robot's odometry on that topic"
+            )
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             p, q = msg.pose.pose.position, msg.pose.pose.orientation
@@ -208,11 +174,14 @@ def read_odometry(bag: Path | str, topic: str = ODOMETRY_TOPIC) -> Trajectory:
         s[unique],
         np.asarray(positions, dtype=np.float64)[order][unique],
         np.asarray(orientations, dtype=np.float64)[order][unique],
+        origin=read_utm_origin(bag),
+        source=f"{bag} {topic}",
     )
 
 
 def read_utm_origin(bag: Path | str) -> UtmOrigin | None:
-    """The map frame's UTM origin: the ``/map/utm_origin`` message, else the bag's custom data."""
+    """The map frame's UTM origin: the ``/map/utm_origin`` message, else the bag's custom data
+    ``vbl.utm_origin``, else ``None``."""
     bag = Path(bag)
     with open_reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == UTM_ORIGIN_TOPIC]
@@ -223,6 +192,25 @@ def read_utm_origin(bag: Path | str) -> UtmOrigin | None:
             zone = frame[len("utm_") :] if frame.startswith("utm_") else frame
             return UtmOrigin(float(msg.point.x), float(msg.point.y), float(msg.point.z), zone)
     return utm_origin_from_metadata(bag)
+
+
+def utm_origin_from_metadata(bag: Path | str) -> UtmOrigin | None:
+    """The UTM origin stored in a bag's ``metadata.yaml`` custom data ``vbl.utm_origin``, or None."""
+    path = Path(bag) / "metadata.yaml"
+    if not path.is_file():
+        raise MissingDataError(
+            f"{path}: not found; pass a rosbag2 bag folder (e.g. written by 'vbl convert')"
+        )
+    try:
+        info = yaml.safe_load(path.read_text()) or {}
+        text = ((info.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}).get(
+            "vbl.utm_origin"
+        )
+        return None if text is None else UtmOrigin.from_text(text)
+    except (yaml.YAMLError, AttributeError, ValueError) as err:
+        raise RobotCarFormatError(
+            path, f"unreadable vbl.utm_origin ({err}); convert the traversal again"
+        ) from err
 
 
 def read_gps(bag: Path | str, topic: str = GPS_TOPIC) -> GpsTrack | None:

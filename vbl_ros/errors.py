@@ -16,6 +16,7 @@ __all__ = [
     "OutputExistsError",
     "ImageDecodeError",
     "PoseRangeError",
+    "FrameMismatchError",
     "ModelError",
     "ModelMismatchError",
     "MapError",
@@ -55,6 +56,10 @@ class ImageDecodeError(VblError):
 
 class PoseRangeError(VblError):
     """A time lies outside the range covered by the poses."""
+
+
+class FrameMismatchError(VblError):
+    """Positions of two drives (or a drive and a map) cannot be brought into one geographic frame."""
 
 
 class ModelError(VblError):

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
+from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.pq_index import PQShards, default_subquantizers
-from vbl_ros.robotcar.messages import UtmOrigin
 
 __all__ = ["INDEX_TYPES", "Keyframe", "KeyframeMap", "MapConfig", "UtmOrigin", "build_map"]
 
@@ -597,7 +597,7 @@ def _latlon_function(bag: Path, origin: UtmOrigin | None):
     :mod:`vbl_ros.geo`, else interpolated from ``/gps/fix``, else nan."""
     if origin is not None:
         try:
-            from vbl_ros.geo import utm_to_latlon
+            from vbl_ros.geometry.utm import utm_to_latlon
 
             def from_utm(positions: np.ndarray, _stamps: np.ndarray) -> np.ndarray:
                 lat, lon = utm_to_latlon(

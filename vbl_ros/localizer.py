@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vbl_ros.errors import ConfigError
+from vbl_ros.geometry.rotations import quaternion_to_euler
 from vbl_ros.keyframe_map import Keyframe, KeyframeMap
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "LoopCandidate",
     "Match",
     "PosePrior",
-    "quaternion_to_euler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,16 +141,6 @@ class LocalizationResult:
     descriptor_ms: float
     search_ms: float
     distinctiveness: float = math.nan
-
-
-def quaternion_to_euler(q: np.ndarray) -> np.ndarray:
-    """Quaternions ``(..., 4)`` x y z w -> ``(..., 3)`` roll pitch yaw (radians, ZYX convention)."""
-    q = np.asarray(q, dtype=np.float64)
-    x, y, z, w = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
-    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
-    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return np.stack([roll, pitch, yaw], axis=-1)
 
 
 def _circular_variance(angles: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vbl_ros.errors import MissingDataError, RobotCarFormatError
-from vbl_ros.robotcar.transforms import se3_from_xyzrpy
+from vbl_ros.geometry.rotations import se3_from_xyzrpy
 
 __all__ = ["CameraModel", "read_extrinsics", "read_camera_model", "sensor_in_vehicle", "CAMERA_MODEL_NAMES"]
 

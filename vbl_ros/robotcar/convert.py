@@ -28,19 +28,16 @@ import numpy as np
 from tqdm import tqdm
 
 from vbl_ros.errors import ConfigError, MissingDataError, OutputExistsError, RobotCarFormatError
+from vbl_ros.geometry.frames import NED_TO_ENU, base_link_from_vehicle, map_from_world
+from vbl_ros.geometry.trajectory import Trajectory
+from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.robotcar.calibration import CameraModel, read_camera_model, sensor_in_vehicle
 from vbl_ros.robotcar.depth import DepthProjector, LidarWindow, check_model_fits
 from vbl_ros.robotcar.images import CameraSpec, camera_spec, read_image
 from vbl_ros.robotcar.ins import GpsData, InsData, read_gps, read_ins
 from vbl_ros.robotcar.lidar import read_scan
-from vbl_ros.robotcar.messages import MessageFactory, UtmOrigin
-from vbl_ros.robotcar.poses import (
-    NED_TO_ENU,
-    PoseInterpolator,
-    base_link_from_vehicle,
-    ins_world_poses,
-    map_from_world,
-)
+from vbl_ros.robotcar.messages import MessageFactory
+from vbl_ros.robotcar.poses import ins_world_poses
 from vbl_ros.robotcar.timestamps import Timestamps, read_timestamps, us_to_ns
 
 __all__ = ["ConvertConfig", "ConvertReport", "convert_robotcar", "convert_robotcar_report", "IMAGE_ENCODINGS"]
@@ -169,7 +166,7 @@ class _Inputs:
     ins_rows_skipped: int
     origin: UtmOrigin
     world_ins: np.ndarray  # (N, 4, 4) T_world_ins
-    poses: PoseInterpolator
+    poses: Trajectory  # T_world_ins, stamps in ns
     vehicle_from_ins: np.ndarray
     vehicle_from_lidar: np.ndarray
     cameras: list[_Camera]
@@ -236,7 +233,12 @@ def _read_inputs(traversal: Path, extrinsics_dir: Path, models_dir: Path, config
     if len(zones) > 1:
         raise RobotCarFormatError(ins.path, f"rows span several UTM zones {zones}; split the traversal")
     world_ins = ins_world_poses(ins, (origin.northing, origin.easting, -origin.up))
-    poses = PoseInterpolator(ins.times_us, world_ins, source=str(ins.path))
+    poses = Trajectory.from_poses(
+        np.asarray(ins.times_us, np.int64) * 1000,
+        world_ins,
+        source=str(ins.path),
+        hint="only convert data recorded while the INS was running",
+    )
 
     missing: Counter[str] = Counter()
     gps = None

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MissingDataError
+from vbl_ros.geometry.trajectory import Trajectory
 from vbl_ros.robotcar.calibration import CameraModel
 from vbl_ros.robotcar.lidar import read_scan, scan_points
-from vbl_ros.robotcar.poses import PoseInterpolator
 from vbl_ros.robotcar.timestamps import Timestamps
 
 __all__ = ["DepthMaps", "LidarWindow", "DepthProjector", "project_points", "check_model_fits"]
@@ -104,7 +104,7 @@ class LidarWindow:
     Args:
         folder: the scan folder (``<traversal>/lms_front``).
         timestamps: the LIDAR's timestamps.
-        poses: interpolator of ``T_world_ins``.
+        poses: ``T_world_ins`` (stamps in ns = RobotCar microseconds x 1000).
         ins_from_sensor: ``T_ins_sensor`` (4x4): ``inv(T_vehicle_ins) @ T_vehicle_lidar``.
         before_us, after_us: the window ``[t - before_us, t + after_us]``.
     """
@@ -113,7 +113,7 @@ class LidarWindow:
         self,
         folder: Path,
         timestamps: Timestamps,
-        poses: PoseInterpolator,
+        poses: Trajectory,
         ins_from_sensor: np.ndarray,
         *,
         before_us: int,
@@ -146,12 +146,12 @@ class LidarWindow:
         times = times[times >= start_us]
         if times.size == 0:
             return
-        covered = self.poses.covers(times)
+        covered = self.poses.contains(times * 1000)
         self.without_pose += int((~covered).sum())
         times = times[covered]
         if times.size == 0:
             return
-        world_ins = self.poses.interpolate(times)
+        world_ins = self.poses.poses(times * 1000)
         for time_us, pose in zip(times, world_ins, strict=True):
             try:
                 scan = read_scan(self.folder / f"{int(time_us)}.bin")
@@ -189,7 +189,7 @@ class DepthProjector:
 
     Args:
         window: the LIDAR window (owned by this projector: one per camera).
-        poses: interpolator of ``T_world_ins``.
+        poses: ``T_world_ins`` (stamps in ns = RobotCar microseconds x 1000).
         ins_from_optical: ``T_ins_optical`` = ``inv(T_vehicle_ins) @ T_vehicle_camera @ G_camera_image``.
         model: the camera's pinhole model.
         width, height: the image size.
@@ -199,7 +199,7 @@ class DepthProjector:
     def __init__(
         self,
         window: LidarWindow,
-        poses: PoseInterpolator,
+        poses: Trajectory,
         ins_from_optical: np.ndarray,
         model: CameraModel,
         width: int,
@@ -219,9 +219,9 @@ class DepthProjector:
     def render(self, t_us: int) -> DepthMaps | None:
         """The maps of the image at ``t_us``, or None when ``t_us`` is outside the INS range."""
         world, refl = self.window.points(t_us)
-        if not self.poses.covers([t_us])[0]:
+        if not self.poses.contains(int(t_us) * 1000):
             return None
-        world_optical = self.poses.interpolate(int(t_us)) @ self.ins_from_optical
+        world_optical = self.poses.poses(int(t_us) * 1000) @ self.ins_from_optical
         # optical = R^T (p - t); compute z first and transform only the points in front, within range
         rotation, origin = world_optical[:3, :3], world_optical[:3, 3]
         offset = rotation.T @ origin

@@ -8,69 +8,18 @@ No ROS install is needed: messages are ``rosbags`` dataclasses serialised with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from vbl_ros.errors import MissingDataError, RobotCarFormatError
+from vbl_ros.geometry.rotations import rotation_to_quaternion
+from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.robotcar.calibration import CameraModel
 from vbl_ros.robotcar.timestamps import us_to_stamp
-from vbl_ros.robotcar.transforms import rotation_to_quaternion
 
-__all__ = [
-    "MessageFactory",
-    "utm_origin_from_metadata",
-    "UtmOrigin",
-    "COMPRESSED_BAYER_FORMAT",
-]
+__all__ = ["MessageFactory", "COMPRESSED_BAYER_FORMAT"]
 
 COMPRESSED_BAYER_FORMAT = "{encoding}; png compressed {encoding}"
-
-
-@dataclass(frozen=True)
-class UtmOrigin:
-    """The UTM point the local ``map`` frame is anchored at (``U0 = -down0``)."""
-
-    easting: float
-    northing: float
-    up: float
-    zone: str
-
-    @property
-    def frame_id(self) -> str:
-        return f"utm_{self.zone}"
-
-    def to_text(self) -> str:
-        """``"E0 N0 U0 zone"`` as stored in the bag's custom data ``vbl.utm_origin``."""
-        return f"{self.easting!r} {self.northing!r} {self.up!r} {self.zone}"
-
-    @classmethod
-    def from_text(cls, text: str) -> UtmOrigin:
-        easting, northing, up, zone = text.split()
-        return cls(float(easting), float(northing), float(up), zone)
-
-
-def utm_origin_from_metadata(bag: Path | str) -> UtmOrigin | None:
-    """The UTM origin stored in a converted bag's ``metadata.yaml`` custom data, or None.
-
-    :func:`vbl_ros.bags.read_utm_origin` prefers the ``/map/utm_origin`` message and falls back to this.
-    """
-    path = Path(bag) / "metadata.yaml"
-    if not path.is_file():
-        raise MissingDataError(f"{path}: not found; pass a rosbag2 bag folder written by 'vbl convert'")
-    try:
-        info = yaml.safe_load(path.read_text()) or {}
-        text = ((info.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}).get(
-            "vbl.utm_origin"
-        )
-        return None if text is None else UtmOrigin.from_text(text)
-    except (yaml.YAMLError, AttributeError, ValueError) as err:
-        raise RobotCarFormatError(
-            path, f"unreadable vbl.utm_origin ({err}); convert the traversal again"
-        ) from err
 
 
 class MessageFactory:

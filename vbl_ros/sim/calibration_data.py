@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vbl_ros.geometry.rotations import se3_from_xyzrpy
 from vbl_ros.robotcar.calibration import CameraModel
-from vbl_ros.robotcar.transforms import se3_from_xyzrpy
 
 __all__ = ["EXTRINSICS_TEXT", "STEREO_NARROW_LEFT_TEXT", "extrinsics", "stereo_narrow_left"]
 

@@ -1,10 +1,11 @@
 """A route through a grid of streets, and vehicle trajectories along it.
 
 The world frame is local ENU: x east, y north, z up, metres. A :class:`Route` is a path over the
-intersections of a grid of streets (axis-aligned, uneven block lengths). A :class:`Trajectory` drives
-it on the left-hand lane (as in Oxford) with corners rounded to arcs, a per-traversal speed and
-lateral offset, and a little body roll and pitch; it gives ``T_world_vehicle`` (vehicle = x forward,
-y right, z down, the RobotCar stereo camera's frame) at any time.
+intersections of a grid of streets (axis-aligned, uneven block lengths). :func:`drive` drives it on
+the left-hand lane (as in Oxford) with corners rounded to arcs, a per-traversal speed and lateral
+offset, and a little body roll and pitch; the :class:`~vbl_ros.geometry.trajectory.Trajectory` it
+returns gives ``T_world_vehicle`` (vehicle = x forward, y right, z down, the RobotCar stereo camera's
+frame) at any stamp (nanoseconds from the start of the drive).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vbl_ros.errors import ConfigError
+from vbl_ros.geometry.frames import NED_TO_ENU
+from vbl_ros.geometry.rotations import euler_to_rotation
+from vbl_ros.geometry.trajectory import Trajectory
 
-__all__ = ["Route", "Trajectory", "plan_route", "drive"]
-
-# Rotation from the NED frame (north, east, down) to ENU (east, north, up).
-R_ENU_NED = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+__all__ = ["Route", "plan_route", "drive", "seconds_to_ns"]
 _DIRECTIONS = ((1, 0), (0, 1), (-1, 0), (0, -1))
 
 
@@ -128,51 +129,6 @@ def _rounded_polyline(points: np.ndarray, radius: float, step: float) -> np.ndar
     return np.concatenate(out, axis=0)
 
 
-@dataclass(frozen=True)
-class Trajectory:
-    """A vehicle driving a route: dense samples of time, position and heading.
-
-    ``times`` are seconds from the start; ``xy`` the vehicle origin (the stereo camera) in the
-    world; ``heading`` the ENU heading (0 = east, counter-clockwise); ``camera_height`` the
-    height of the vehicle origin above the road.
-    """
-
-    times: np.ndarray
-    xy: np.ndarray
-    heading: np.ndarray
-    camera_height: float
-    body_motion: tuple[float, float, float, float]  # roll amp, roll freq, pitch amp, pitch freq
-
-    @property
-    def duration(self) -> float:
-        return float(self.times[-1])
-
-    def state(self, t: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(xy, heading, roll, pitch)`` at times ``t`` (seconds), interpolated linearly."""
-        t = np.atleast_1d(np.asarray(t, dtype=float))
-        if t.min() < self.times[0] - 1e-9 or t.max() > self.times[-1] + 1e-9:
-            raise ConfigError(f"time outside the trajectory 0..{self.duration:.2f} s")
-        x = np.interp(t, self.times, self.xy[:, 0])
-        y = np.interp(t, self.times, self.xy[:, 1])
-        heading = np.interp(t, self.times, np.unwrap(self.heading))
-        roll_amp, roll_freq, pitch_amp, pitch_freq = self.body_motion
-        roll = roll_amp * np.sin(2 * np.pi * roll_freq * t)
-        pitch = pitch_amp * np.sin(2 * np.pi * pitch_freq * t + 1.0)
-        return np.stack([x, y], axis=1), heading, roll, pitch
-
-    def poses(self, t: np.ndarray | float) -> np.ndarray:
-        """``(N, 4, 4)`` ``T_world_vehicle`` at times ``t`` (world ENU; vehicle x fwd, y right, z down)."""
-        from vbl_ros.robotcar.transforms import euler_to_rotation
-
-        xy, heading, roll, pitch = self.state(t)
-        out = np.tile(np.eye(4), (len(heading), 1, 1))
-        for k in range(len(heading)):
-            yaw_ned = np.pi / 2.0 - heading[k]
-            out[k, :3, :3] = R_ENU_NED @ euler_to_rotation(roll[k], pitch[k], yaw_ned)
-            out[k, :3, 3] = (xy[k, 0], xy[k, 1], self.camera_height)
-        return out
-
-
 def drive(
     route: Route,
     rng: np.random.Generator,
@@ -185,7 +141,7 @@ def drive(
     camera_height: float = 1.75,
     dt: float = 0.01,
 ) -> Trajectory:
-    """Drive ``route`` on the left lane: speed and lateral offset vary per traversal (from ``rng``).
+    """Drive ``route`` on the left lane; ``T_world_vehicle`` sampled every ``dt`` seconds: speed and lateral offset vary per traversal (from ``rng``).
 
     The car slows down in corners; the offset from the centre line is ``lane_offset`` plus a
     per-traversal constant and a slow wander (both within ``lateral_jitter``).
@@ -218,10 +174,19 @@ def drive(
     xy = np.stack([np.interp(s_t, path_s, path[:, 0]), np.interp(s_t, path_s, path[:, 1])], axis=1)
     d = np.gradient(xy, times, axis=0)
     heading = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
-    body = (
-        float(rng.uniform(0.002, 0.006)),
-        float(rng.uniform(0.3, 0.7)),
-        float(rng.uniform(0.002, 0.006)),
-        float(rng.uniform(0.5, 1.0)),
-    )
-    return Trajectory(times=times, xy=xy, heading=heading, camera_height=camera_height, body_motion=body)
+    roll_amp, roll_freq = float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.3, 0.7))
+    pitch_amp, pitch_freq = float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.5, 1.0))
+    roll = roll_amp * np.sin(2 * np.pi * roll_freq * times)
+    pitch = pitch_amp * np.sin(2 * np.pi * pitch_freq * times + 1.0)
+    poses = np.tile(np.eye(4), (len(times), 1, 1))
+    for k in range(len(times)):
+        yaw_ned = np.pi / 2.0 - heading[k]
+        poses[k, :3, :3] = NED_TO_ENU @ euler_to_rotation(roll[k], pitch[k], yaw_ned)
+    poses[:, :2, 3] = xy
+    poses[:, 2, 3] = camera_height
+    return Trajectory.from_poses(seconds_to_ns(times), poses, source="simulated drive")
+
+
+def seconds_to_ns(seconds: np.ndarray | float) -> np.ndarray:
+    """Stamps in nanoseconds of times in seconds (rounded to the nanosecond)."""
+    return np.round(np.asarray(seconds, dtype=np.float64) * 1e9).astype(np.int64)

@@ -29,14 +29,16 @@ from tqdm import tqdm
 
 import vbl_ros.sim  # noqa: F401  (selects MuJoCo's EGL backend first)
 from vbl_ros.errors import ConfigError, OutputExistsError
-from vbl_ros.geo import utm_to_latlon
+from vbl_ros.geometry.frames import NED_TO_ENU
+from vbl_ros.geometry.rotations import xyzrpy_from_se3
+from vbl_ros.geometry.trajectory import Trajectory
+from vbl_ros.geometry.utm import utm_to_latlon
 from vbl_ros.images import mosaic
 from vbl_ros.robotcar.calibration import CameraModel
-from vbl_ros.robotcar.transforms import xyzrpy_from_se3
 from vbl_ros.sim.calibration_data import EXTRINSICS_TEXT, extrinsics, stereo_narrow_left
 from vbl_ros.sim.lidar import LMS_MAX_RANGE, LidarScanner, geom_reflectance
 from vbl_ros.sim.render import Condition, SceneRenderer, condition
-from vbl_ros.sim.route import R_ENU_NED, Trajectory, drive, plan_route
+from vbl_ros.sim.route import drive, plan_route, seconds_to_ns
 from vbl_ros.sim.world import REFLECTANCE, Town, build_town, parked_cars, town_spec
 
 __all__ = ["SimConfig", "simulate", "traversal_name", "camera_model", "ned_from_world"]
@@ -129,7 +131,7 @@ def ned_from_world(config: SimConfig) -> np.ndarray:
     """``T_ned_world``: local ENU (x east, y north, z up) to UTM NED (northing, easting, down)."""
     e0, n0, u0 = config.utm_origin
     out = np.eye(4)
-    out[:3, :3] = R_ENU_NED.T
+    out[:3, :3] = NED_TO_ENU.T
     out[:3, 3] = (n0, e0, -u0)
     return out
 
@@ -157,7 +159,7 @@ def _write_ins(path: Path, config: SimConfig, stamps: np.ndarray, t: np.ndarray,
     """Write ``gps/ins.csv``; return the INS positions ``(N, 3)`` NED (with noise) for the GPS."""
     t_ned_world = ned_from_world(config)
     t_vehicle_ins = extrinsics("ins")
-    poses = t_ned_world @ traj.poses(t) @ t_vehicle_ins
+    poses = t_ned_world @ traj.poses(seconds_to_ns(t)) @ t_vehicle_ins
     xyzrpy = np.array([xyzrpy_from_se3(p) for p in poses])
     if config.ins_noise_m > 0:
         xyzrpy[:, :3] += _smooth_noise(rng, t, config.ins_noise_m, 3)
@@ -240,7 +242,7 @@ def _scan_lms(folder: Path, config: SimConfig, town: Town, cars: list, cond: Con
     thousands is about ten times faster.
     """
     t_vehicle_lms = extrinsics("lms_front")
-    lms_poses = traj.poses(lms_t) @ t_vehicle_lms
+    lms_poses = traj.poses(seconds_to_ns(lms_t)) @ t_vehicle_lms
     scan_rng = np.random.default_rng([config.seed, 7, index])
     cam = camera_model(config)
     reach = config.lms_max_range_m + 1.0
@@ -284,7 +286,7 @@ def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int
     (out_dir / "sdk" / "tags" / f"{name}.yaml").write_text("".join(f"- {tag}\n" for tag in cond.tags))
 
     def stamps_at(rate: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
-        stamps = t0_us + np.round(_times(traj.duration, rate, margin) * 1e6).astype(np.int64)
+        stamps = t0_us + np.round(_times(traj.end_ns / 1e9, rate, margin) * 1e6).astype(np.int64)
         return stamps, (stamps - t0_us) / 1e6
 
     ins_us, ins_t = stamps_at(config.ins_hz, 0.0)
@@ -294,7 +296,7 @@ def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int
     ned = _write_ins(folder / "gps" / "ins.csv", config, ins_us, ins_t, traj, rng)
     gps_ned = np.stack([np.interp(gps_t, ins_t, ned[:, i]) for i in range(3)], axis=1)
     _write_gps(folder / "gps" / "gps.csv", config, gps_us, gps_ned, rng)
-    cam_poses = traj.poses(cam_t)
+    cam_poses = traj.poses(seconds_to_ns(cam_t))
     _write_vo(folder / "vo" / "vo.csv", config, cam_us, ned_from_world(config) @ cam_poses, rng)
     _write_timestamps(folder / "stereo.timestamps", cam_us)
     _write_timestamps(folder / "lms_front.timestamps", lms_us)

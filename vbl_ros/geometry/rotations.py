@@ -1,4 +1,4 @@
-"""Rigid transforms as the RobotCar SDK defines them, and quaternion helpers.
+"""Rotations and rigid transforms: Euler angles (the RobotCar SDK's convention), SE(3), quaternions.
 
 ``se3_from_xyzrpy`` builds ``T = [R t; 0 1]`` with ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)``.
 Quaternions are ``(x, y, z, w)`` as in ROS messages.
@@ -16,12 +16,19 @@ __all__ = [
     "rotation_to_quaternion",
     "quaternion_to_rotation",
     "quaternion_slerp",
-    "NED_TO_REP103",
+    "quaternions_from_rotations",
+    "quaternion_to_euler",
+    "homogeneous",
 ]
 
-# The vehicle (and INS/NED) frames are x forward, y right, z down; REP-103 frames are x forward,
-# y left, z up: a rotation of 180 degrees about x.
-NED_TO_REP103 = np.diag([1.0, -1.0, -1.0])
+
+def homogeneous(rotation: np.ndarray, translation: np.ndarray | None = None) -> np.ndarray:
+    """The 4x4 transform ``[R t; 0 1]`` (``t = 0`` when not given)."""
+    out = np.eye(4)
+    out[:3, :3] = rotation
+    if translation is not None:
+        out[:3, 3] = translation
+    return out
 
 
 def euler_to_rotation(roll: float, pitch: float, yaw: float) -> np.ndarray:
@@ -117,3 +124,20 @@ def quaternion_slerp(q0: np.ndarray, q1: np.ndarray, fraction: np.ndarray | floa
     out = w0 * a + w1 * b
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out[0] if single else out
+
+
+def quaternions_from_rotations(rotations: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` quaternions ``(x, y, z, w)`` of ``(N, 3, 3)`` rotations."""
+    return np.array([rotation_to_quaternion(r) for r in np.asarray(rotations)], dtype=np.float64).reshape(
+        -1, 4
+    )
+
+
+def quaternion_to_euler(q: np.ndarray) -> np.ndarray:
+    """Quaternions ``(..., 4)`` x y z w -> ``(..., 3)`` roll pitch yaw (radians, ZYX convention)."""
+    q = np.asarray(q, dtype=np.float64)
+    x, y, z, w = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
+    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return np.stack([roll, pitch, yaw], axis=-1)

@@ -1,17 +1,34 @@
-"""UTM <-> WGS84 latitude/longitude, pure numpy (Krüger series to sixth order, sub-millimetre in a zone).
+"""UTM: WGS84 latitude/longitude conversions, the :class:`UtmOrigin` of a local frame, and the change
+between two origins.
 
-Used to fill the latitude/longitude columns of simulated ``gps/ins.csv`` and ``gps/gps.csv`` and to
-read them back. Zones are given as strings such as ``"30U"`` (number and latitude band, as RobotCar
-writes them) or as a number with ``northern``.
+Every drive's ``map`` frame is local ENU anchored at a UTM point (its origin): positions are
+``(easting - E0, northing - N0, up - U0)``. Two drives in the same UTM zone share their axes, so a
+position changes frame by a translation (:meth:`UtmOrigin.offset_to`); drives whose origins cannot be
+related (unknown origin, another zone) are refused with :class:`~vbl_ros.errors.FrameMismatchError`.
+
+Conversions are pure numpy (Krüger series to sixth order, sub-millimetre in a zone). Zones are given
+as strings such as ``"30U"`` (number and latitude band, as RobotCar writes them) or as a number with
+``northern``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from vbl_ros.errors import ConfigError
+from vbl_ros.errors import ConfigError, FrameMismatchError
 
-__all__ = ["WGS84_A", "WGS84_F", "latlon_to_utm", "utm_to_latlon", "utm_zone_number", "utm_zone_string"]
+__all__ = [
+    "WGS84_A",
+    "WGS84_F",
+    "UtmOrigin",
+    "change_frame",
+    "latlon_to_utm",
+    "utm_to_latlon",
+    "utm_zone_number",
+    "utm_zone_string",
+]
 
 WGS84_A = 6378137.0
 WGS84_F = 1.0 / 298.257223563
@@ -136,3 +153,94 @@ def utm_to_latlon(
     lat = np.degrees(np.arctan(tau))
     lon = np.degrees(_central_meridian(number) + np.arctan2(np.sinh(eta_p), np.cos(xi_p)))
     return lat, lon
+
+
+@dataclass(frozen=True)
+class UtmOrigin:
+    """The UTM point a local ENU ``map`` frame is anchored at: ``(E0, N0, U0)`` metres in ``zone``.
+
+    ``U0`` is the height of the origin (RobotCar: minus the INS's ``down`` at the first row).
+    """
+
+    easting: float
+    northing: float
+    up: float
+    zone: str
+
+    def __post_init__(self) -> None:
+        _parse_zone(self.zone, None)  # refuses an invalid zone early
+        if not all(np.isfinite((self.easting, self.northing, self.up))):
+            raise ConfigError(f"UTM origin {self}: coordinates must be finite")
+
+    @property
+    def frame_id(self) -> str:
+        """The frame id of UTM coordinates in this zone, e.g. ``utm_30U``."""
+        return f"utm_{self.zone}"
+
+    def to_text(self) -> str:
+        """``"E0 N0 U0 zone"`` as stored in a bag's custom data ``vbl.utm_origin``."""
+        return f"{self.easting!r} {self.northing!r} {self.up!r} {self.zone}"
+
+    @classmethod
+    def from_text(cls, text: str) -> UtmOrigin:
+        """Inverse of :meth:`to_text` (raises ``ValueError`` on malformed text)."""
+        easting, northing, up, zone = text.split()
+        return cls(float(easting), float(northing), float(up), zone)
+
+    def same_projection(self, other: UtmOrigin) -> bool:
+        """Whether both origins lie in one UTM zone and hemisphere (their frames share their axes)."""
+        return _parse_zone(self.zone, None) == _parse_zone(other.zone, None)
+
+    def offset_to(self, other: UtmOrigin) -> np.ndarray:
+        """``(3,)`` metres to add to a position in this origin's frame to express it in ``other``'s.
+
+        Raises:
+            FrameMismatchError: the origins lie in different UTM zones or hemispheres.
+        """
+        if not self.same_projection(other):
+            raise FrameMismatchError(
+                f"frames anchored in UTM zone {self.zone} and zone {other.zone} cannot be related by a "
+                "translation; use drives recorded in one UTM zone"
+            )
+        return np.array(
+            [self.easting - other.easting, self.northing - other.northing, self.up - other.up],
+            dtype=np.float64,
+        )
+
+    def to_utm(self, positions: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` easting, northing, up of ``(N, 3)`` positions in this origin's frame."""
+        return np.asarray(positions, dtype=np.float64) + np.array([self.easting, self.northing, self.up])
+
+    def to_latlon(self, positions: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` WGS84 latitude, longitude (degrees) of ``(N, 3)`` positions in this frame."""
+        utm = self.to_utm(np.atleast_2d(positions))
+        lat, lon = utm_to_latlon(utm[:, 0], utm[:, 1], self.zone)
+        return np.stack([np.asarray(lat, float), np.asarray(lon, float)], axis=1)
+
+
+def change_frame(
+    positions: np.ndarray, source: UtmOrigin | None, target: UtmOrigin | None, *, what: str
+) -> np.ndarray:
+    """``(N, 3)`` positions in ``source``'s frame expressed in ``target``'s frame.
+
+    Args:
+        positions: positions in the frame anchored at ``source``.
+        source, target: the two origins; identical origins leave the positions as they are.
+        what: names the data in error messages (e.g. the bag).
+
+    Raises:
+        FrameMismatchError: one origin is unknown, or the zones differ.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if source is None or target is None:
+        missing = "its own" if source is None else "the target frame's"
+        raise FrameMismatchError(
+            f"{what}: {missing} UTM origin is unknown, so its positions cannot be brought into the other "
+            "frame; convert the drive with 'vbl convert robotcar' (which records /map/utm_origin)"
+        )
+    if source == target:
+        return positions
+    try:
+        return positions + source.offset_to(target)
+    except FrameMismatchError as err:
+        raise FrameMismatchError(f"{what}: {err}") from err
