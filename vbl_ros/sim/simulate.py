@@ -37,7 +37,8 @@ from vbl_ros.sim.calibration_data import EXTRINSICS_TEXT, extrinsics, stereo_nar
 from vbl_ros.sim.lidar import LMS_MAX_RANGE, LidarScanner, geom_reflectance
 from vbl_ros.sim.render import Condition, SceneRenderer, condition
 from vbl_ros.sim.route import R_ENU_NED, Trajectory, drive, plan_route
-from vbl_ros.sim.world import REFLECTANCE, Town, build_town, parked_cars, town_spec
+from vbl_ros.sim.scene import REFLECTANCE, town_spec
+from vbl_ros.sim.town import Town, build_town, parked_cars
 
 __all__ = ["SimConfig", "simulate", "traversal_name", "camera_model", "ned_from_world"]
 
