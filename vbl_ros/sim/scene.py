@@ -60,14 +60,12 @@ def _box_mesh(
     *,
     uv_wall: tuple[float, float],
     uv_top: tuple[float, float] | None,
-    step: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A closed box (no bottom) as a mesh split into a grid of ``step``, with texture coordinates.
+    """A closed box (no bottom) as a mesh split into a grid of ``MESH_STEP``, with texture coordinates.
 
     Walls get ``u = metres along the wall / uv_wall[0]``, ``v = height / uv_wall[1]``; the top gets
     ``(x, y) / uv_top`` or a constant near the texture's top edge.
     """
-    step = MESH_STEP if step is None else step
     verts: list[np.ndarray] = []
     faces: list[np.ndarray] = []
     uvs: list[np.ndarray] = []
@@ -76,8 +74,8 @@ def _box_mesh(
     def quad_grid(origin: np.ndarray, du: np.ndarray, dv: np.ndarray, uv0: np.ndarray, uv_du: np.ndarray,
                   uv_dv: np.ndarray) -> None:  # fmt: skip
         nonlocal count
-        n_u = max(int(np.ceil(np.linalg.norm(du) / step)), 1)
-        n_v = max(int(np.ceil(np.linalg.norm(dv) / step)), 1)
+        n_u = max(int(np.ceil(np.linalg.norm(du) / MESH_STEP)), 1)
+        n_v = max(int(np.ceil(np.linalg.norm(dv) / MESH_STEP)), 1)
         su, sv = np.meshgrid(np.linspace(0, 1, n_u + 1), np.linspace(0, 1, n_v + 1), indexing="ij")
         su, sv = su.ravel(), sv.ravel()
         verts.append(origin + su[:, None] * du + sv[:, None] * dv)
@@ -278,7 +276,7 @@ def town_spec(
         if not wanted(car.x - car.length, car.x + car.length, car.y - car.length, car.y + car.length):
             continue
         body = wb.add_body(name=f"parked_{k}", pos=[car.x, car.y, 0.0], quat=_yaw_quat(car.yaw))
-        rgba = _snowy(car.rgba, 0.0)
+        rgba = list(car.rgba)
         body.add_geom(name=f"car_{k}_body", type=mujoco.mjtGeom.mjGEOM_BOX,
                       size=[car.length / 2, car.width / 2, 0.33], pos=[0, 0, 0.68], rgba=rgba,
                       contype=0, conaffinity=0)  # fmt: skip

@@ -44,20 +44,18 @@ class PropBox:
     pos: tuple[float, float, float]
     yaw: float
     rgba: tuple[float, float, float, float]
-    emissive: bool = False  # glows at night (lamps, lit signs)
     texture: int = -1  # index into Town.sign_textures, or -1
 
 
 @dataclass(frozen=True)
 class Building:
-    """An axis-aligned block ``[x0, x1] x [y0, y1] x [0, height]`` whose front faces ``front``."""
+    """An axis-aligned block ``[x0, x1] x [y0, y1] x [0, height]``, its facade ``front_width`` m wide."""
 
     x0: float
     x1: float
     y0: float
     y1: float
     height: float
-    front: str  # "+x", "-x", "+y", "-y"
     texture: np.ndarray = field(repr=False)  # (H, W, 3) uint8, row 0 at the top
     front_width: float = 0.0
 
@@ -165,7 +163,7 @@ def build_town(route: Route, seed: int, *, side_street_m: float = 40.0) -> Town:
                 ya, yb = sorted((y + sy * rw, y + sy * (rw + pw)))
                 pavements.append((xa, xb, ya, yb))
     # Pavements must not cover roads (side streets cross them): cut them where a road is.
-    pavements = [r for r in _subtract_rects(pavements, roads)]
+    pavements = _subtract_rects(pavements, roads)
     road_rects = roads + pavements
 
     buildings: list[Building] = []
@@ -198,23 +196,15 @@ def build_town(route: Route, seed: int, *, side_street_m: float = 40.0) -> Town:
                 rect = (min(a[0], b[0]), max(a[0], b[0]), min(a[1], b[1]), max(a[1], b[1]))
                 if not _rect_overlaps(rect, footprints):
                     footprints.append(rect)
-                    front_dir = -normal * side
-                    front = (
-                        ("+x" if front_dir[0] > 0.5 else "-x")
-                        if abs(front_dir[0]) > 0.5
-                        else ("+y" if front_dir[1] > 0.5 else "-y")
-                    )
                     tex = facade_texture(street_rng, width, height, floors)
-                    buildings.append(
-                        Building(*rect, height=height, front=front, texture=tex, front_width=width)
-                    )
+                    buildings.append(Building(*rect, height=height, texture=tex, front_width=width))
                     # A shop sign sticking out, an awning now and then.
                     if street_rng.random() < 0.35:
                         sw, sh = float(min(width * 0.6, street_rng.uniform(2.0, 5.0))), 0.8
                         c = p + direction * (u + width / 2) + normal * side * (FRONT_SETBACK - 0.1)
                         sign_textures.append(sign_texture(street_rng, sw, sh))
                         props.append(PropBox("box", "shop", (sw / 2, 0.1, sh / 2), (c[0], c[1], 3.9), yaw,
-                                             (1, 1, 1, 1), emissive=True, texture=len(sign_textures) - 1))  # fmt: skip
+                                             (1, 1, 1, 1), texture=len(sign_textures) - 1))  # fmt: skip
                     if street_rng.random() < 0.2:
                         aw = float(min(width * 0.8, 6.0))
                         c = p + direction * (u + width / 2) + normal * side * (FRONT_SETBACK - 0.7)
@@ -235,7 +225,7 @@ def build_town(route: Route, seed: int, *, side_street_m: float = 40.0) -> Town:
                                      float(np.arctan2(normal[1], normal[0])), (0.25, 0.27, 0.28, 1)))  # fmt: skip
                 lamp = p + direction * u + normal * side * (rw - 1.2)
                 props.append(PropBox("box", "lamp", (0.3, 0.15, 0.08), (lamp[0], lamp[1], 5.9), yaw,
-                                     (0.95, 0.9, 0.7, 1), emissive=True))  # fmt: skip
+                                     (0.95, 0.9, 0.7, 1)))  # fmt: skip
                 lights.append((lamp[0], lamp[1], 5.7))
             if trees:
                 for u in np.arange(
@@ -286,14 +276,13 @@ def build_town(route: Route, seed: int, *, side_street_m: float = 40.0) -> Town:
             props.append(
                 PropBox("box", "mark", (1.5, 0.08, 0.005), (c[0], c[1], 0.005), yaw, (0.9, 0.9, 0.85, 1))
             )
-        for side in (-1.0, 1.0):
-            for u in (start, end):
-                if (u == end and not is_route) or (u == start and not is_route):
-                    continue
-                c = p + direction * u + normal * side * rw * 0.5
-                if street_rng.random() < 0.5:
-                    props.append(PropBox("box", "mark", (0.15, rw * 0.48, 0.005), (c[0], c[1], 0.005), yaw,
-                                         (0.9, 0.9, 0.85, 1)))  # fmt: skip
+        if is_route:  # give-way lines where the route street meets the junctions
+            for side in (-1.0, 1.0):
+                for u in (start, end):
+                    c = p + direction * u + normal * side * rw * 0.5
+                    if street_rng.random() < 0.5:
+                        props.append(PropBox("box", "mark", (0.15, rw * 0.48, 0.005), (c[0], c[1], 0.005), yaw,
+                                             (0.9, 0.9, 0.85, 1)))  # fmt: skip
         if is_route and street_rng.random() < 0.4:  # a zebra crossing
             u = street_rng.uniform(start + 10.0, max(end - 10.0, start + 10.5))
             for k in np.arange(-rw + 0.5, rw - 0.3, 1.0):
