@@ -62,6 +62,8 @@ class Building:
 
 @dataclass(frozen=True)
 class ParkedCar:
+    """A car in a parking bay: centre ``x, y`` on the ground, heading ``yaw``, size and colour."""
+
     x: float
     y: float
     yaw: float
