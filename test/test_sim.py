@@ -222,7 +222,8 @@ def test_rendered_projection_matches_pinhole_model() -> None:
     """A small sphere lands where the written pinhole model (with its off-centre cx, cy) says."""
     from vbl_ros.sim.render import CONDITIONS, SceneRenderer
     from vbl_ros.sim.route import Route
-    from vbl_ros.sim.world import PropBox, Town, town_spec
+    from vbl_ros.sim.scene import town_spec
+    from vbl_ros.sim.town import PropBox, Town
 
     config = SimConfig.preset("tiny")
     cam = camera_model(dataclasses.replace(config, width=320, height=240))

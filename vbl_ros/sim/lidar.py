@@ -5,7 +5,7 @@ at angles -135..135 degrees (0.5 degree steps, angle 0 along the sensor's x axis
 ``mujoco.mj_multiRay`` against the same MuJoCo model the camera renders. Hits within range become
 ``(x, y, reflectance)`` in the sensor frame, as RobotCar's ``lms_front/<unix_us>.bin`` stores them;
 beams without a return are left out. Reflectance comes from the hit surface's class (the geom's
-name prefix, see :data:`vbl_ros.sim.world.REFLECTANCE`), scaled by the incidence angle, with noise.
+name prefix, see :data:`vbl_ros.sim.scene.REFLECTANCE`), scaled by the incidence angle, with noise.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ from vbl_ros.sim.calibration_data import EXTRINSICS_TEXT, extrinsics, stereo_nar
 from vbl_ros.sim.lidar import LMS_MAX_RANGE, LidarScanner, geom_reflectance
 from vbl_ros.sim.render import Condition, SceneRenderer, condition
 from vbl_ros.sim.route import drive, plan_route, seconds_to_ns
-from vbl_ros.sim.world import REFLECTANCE, Town, build_town, parked_cars, town_spec
+from vbl_ros.sim.scene import REFLECTANCE, town_spec
+from vbl_ros.sim.town import Town, build_town, parked_cars
 
 __all__ = ["SimConfig", "simulate", "traversal_name", "camera_model", "ned_from_world"]
 
