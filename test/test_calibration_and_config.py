@@ -88,3 +88,50 @@ def test_yaml_configs(tmp_path: Path) -> None:
     path.write_text("example: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml(Example, path)
+
+
+@dataclass(frozen=True)
+class Nested:
+    example: Example = Example()
+    topic: str | None = None
+    count: int = 3
+    enabled: bool = False
+    names: tuple[str, ...] = ()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"count": 2.5}, r"Nested\.count must be an integer, got 2\.5"),
+        ({"count": "3"}, r"Nested\.count must be an integer, got '3'"),
+        ({"count": True}, r"Nested\.count must be an integer, got True"),
+        ({"enabled": "yes"}, r"Nested\.enabled must be true or false"),
+        ({"topic": 5}, r"Nested\.topic must be a string or null, got 5"),
+        ({"names": "abc"}, r"Nested\.names must be a list"),
+        ({"names": ["a", 1]}, r"Nested\.names\[1\] must be a string"),
+        ({"example": {"rate": "fast"}}, r"example: Example\.rate must be a number, got 'fast'"),
+        ({"example": {"size": [1, 2, 3]}}, r"Example\.size must be a list of 2 values"),
+    ],
+)
+def test_config_types_are_checked_and_the_key_named(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Nested, values, source="c.yaml")
+
+
+def test_config_types_accept_what_yaml_writes() -> None:
+    config = from_dict(Nested, {"example": {"rate": 2, "size": [5, 6]}, "topic": None, "names": ["x"]})
+    assert config.example.rate == 2.0 and isinstance(config.example.rate, float)
+    assert config.example.size == (5, 6) and config.names == ("x",) and config.topic is None
+
+
+def test_every_config_of_the_package_loads_its_own_defaults() -> None:
+    """Each config's defaults written out and read back give the same config (types agree)."""
+    from vbl_ros.keyframe_map import MapConfig
+    from vbl_ros.localizer import LocalizerConfig
+    from vbl_ros.model.net import ModelConfig
+    from vbl_ros.robotcar.convert import ConvertConfig
+    from vbl_ros.sim.simulate import SimConfig
+
+    for cls in (MapConfig, LocalizerConfig, ModelConfig, ConvertConfig, SimConfig):
+        default = cls()
+        assert from_dict(cls, to_dict(default)) == default, cls.__name__
