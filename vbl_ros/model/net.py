@@ -114,21 +114,22 @@ class DescriptorNet(nn.Module):
         return self._dim
 
     @overload
-    def forward(self, x: torch.Tensor, *, return_features: Literal[False] = ...) -> torch.Tensor: ...
+    def forward(self, x: torch.Tensor, return_features: Literal[False] = ...) -> torch.Tensor: ...
 
     @overload
     def forward(
-        self, x: torch.Tensor, *, return_features: Literal[True]
+        self, x: torch.Tensor, return_features: Literal[True]
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def forward(
-        self, x: torch.Tensor, *, return_features: bool = False
+        self, x: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Descriptors ``(B, D)``, or ``(descriptors (B, D), feature map (B, C, h, w))``.
 
         Args:
             x: ``(B, 3, H, W)`` normalised input.
-            return_features: also return the backbone's feature map (one backbone pass for both).
+            return_features: also return the backbone's feature map (one backbone pass for both);
+                not keyword-only, so that the net stays scriptable (TorchScript refuses those).
         """
         features = self.backbone(x)
         descriptors = self.norm(self.projection(self.aggregation(features)))
