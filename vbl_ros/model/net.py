@@ -11,7 +11,7 @@ from torch import nn
 from vbl_ros.errors import ConfigError
 from vbl_ros.model.backbones import BACKBONES, build_backbone
 from vbl_ros.model.layers import GeM, L2Norm, NetVLAD, Projection
-from vbl_ros.model.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vbl_ros.model.transforms import IMAGENET_MEAN, IMAGENET_STD, InputTransform
 
 __all__ = ["AGGREGATIONS", "PROJECTIONS", "DescriptorNet", "ModelConfig"]
 
@@ -65,8 +65,7 @@ class ModelConfig:
             raise ConfigError(f"input size {self.input_height}x{self.input_width}: at least 32x32")
         if self.netvlad_clusters < 1:
             raise ConfigError("netvlad_clusters must be >= 1")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError("mean and std need 3 values each, std > 0")
+        InputTransform.from_config(self)  # mean and std: 3 values each, std > 0
 
 
 class DescriptorNet(nn.Module):
