@@ -1,15 +1,20 @@
-"""The ``vbl`` command line end to end on the tiny simulated RobotCar: simulate -> convert -> build-map."""
+"""The ``vbl`` command line end to end: simulate -> convert -> build-map on the tiny simulated RobotCar; init-model."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
 from vbl_ros.cli import main
 from vbl_ros.keyframe_map import KeyframeMap
+from vbl_ros.model import ModelConfig, load_model, model_fingerprint
+from vbl_ros.testing import synthetic_scene
 
 pytest.importorskip("mujoco")
 
@@ -46,6 +51,51 @@ def test_simulate_convert_build_map(tmp_path: Path, capsys: pytest.CaptureFixtur
     flat_map, pq_map = KeyframeMap.load(kmap), KeyframeMap.load(pq)
     queries = flat_map.descriptors()[::3]
     assert np.array_equal(pq_map.search(queries, 3)[1], flat_map.search(queries, 3)[1])
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_init_model_from_an_image_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(images / f"{i:02d}.png"), cv2.cvtColor(synthetic_scene(i), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "netvlad4_pca8.pt"
+    args = ["init-model", str(out), "--images", str(images), "--device", "cpu", "--max-images", "10"]
+    assert (
+        main([*args, "--aggregation", "netvlad", "--clusters", "4", "--projection", "pca", "--dim", "8"]) == 0
+    )
+    path, fingerprint = capsys.readouterr().out.splitlines()
+    net = load_model(path)
+    assert Path(path) == out and fingerprint == f"fingerprint {model_fingerprint(net)}"
+    assert net.config == ModelConfig(
+        aggregation="netvlad", netvlad_clusters=4, projection="pca", projection_dim=8
+    )
+    assert net.dim == 8
+
+    # --bag and --images together: argparse refuses, exit code 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["init-model", str(tmp_path / "both.pt"), "--bag", str(tmp_path), "--images", str(images)])
+    assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    # neither, for a model that needs data; a folder without images: named errors, exit code 2
+    assert main(["init-model", str(tmp_path / "v.pt"), "--aggregation", "netvlad"]) == 2
+    assert "--images FOLDER" in caplog.records[-1].getMessage()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (
+        main(["init-model", str(tmp_path / "v.pt"), "--aggregation", "netvlad", "--images", str(empty)]) == 2
+    )
+    assert "no readable png/jpg image" in caplog.records[-1].getMessage()
+    assert not (tmp_path / "v.pt").exists() and not (tmp_path / "both.pt").exists()
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -2,7 +2,7 @@
 
 vbl simulate OUT_DIR [--preset tiny|demo]
 vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
-vbl init-model OUT [--config MODEL_YAML] [--bag BAG] [--aggregation gem|netvlad] [--projection none|pca|linear]
+vbl init-model OUT [--config MODEL_YAML] [--bag BAG | --images FOLDER] [--aggregation gem|netvlad] [--projection ...]
 vbl build-map BAG --out MAP [--model MODEL]
 vbl demo [--out DIR]
 """
@@ -80,6 +80,7 @@ def _init_model(args: argparse.Namespace) -> None:
         args.out,
         config,
         bag=args.bag,
+        images=args.images,
         camera_topic=args.camera_topic,
         max_images=args.max_images,
         seed=args.seed,
@@ -144,11 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     robotcar.set_defaults(func=_convert_robotcar)
 
     init = commands.add_parser(
-        "init-model", help="write a model file: pretrained backbone, NetVLAD/PCA fitted on a bag"
+        "init-model", help="write a model file: pretrained backbone, NetVLAD/PCA fitted on a bag or images"
     )
     init.add_argument("out", type=Path, help="the model file to write, e.g. models/netvlad64_lite0.pt")
     init.add_argument("--config", type=Path, help="a YAML ModelConfig (e.g. models/*.yaml)")
-    init.add_argument("--bag", type=Path, help="frames for NetVLAD's k-means and PCA (not needed for GeM)")
+    frames = init.add_mutually_exclusive_group()
+    frames.add_argument("--bag", type=Path, help="frames for NetVLAD's k-means and PCA (not needed for GeM)")
+    frames.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="instead of a bag: a folder of png/jpg camera images (RGB or grey), sorted by name",
+    )
     init.add_argument("--camera-topic", help="image topic of the bag (default: the centre camera)")
     init.add_argument("--aggregation", choices=("gem", "netvlad"), help="aggregation (default gem)")
     init.add_argument("--clusters", type=int, help="NetVLAD clusters K (default 64)")
@@ -156,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--projection", choices=("none", "pca", "linear"), help="projection after aggregation (default none)"
     )
     init.add_argument("--dim", type=int, help="projection output dimension")
-    init.add_argument("--max-images", type=int, default=300, help="frames sampled from the bag (default 300)")
+    init.add_argument(
+        "--max-images",
+        type=int,
+        default=300,
+        help="frames sampled evenly from the bag or folder (default 300)",
+    )
     init.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     init.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     init.add_argument("--overwrite", action="store_true", help="replace an existing OUT")

@@ -14,6 +14,12 @@ Why 320 channels by default: the descriptor dimension sets the map's memory and 
 ``conv_head`` is classification-specific (it only mixes channels; 5 % of the FLOPs), and place
 recognition traditionally truncates at the last convolutional block (NetVLAD at VGG conv5_3,
 CosPlace at ResNet layer4). The linear-bottleneck output can be negative: GeM's clamp acts as a ReLU.
+
+Each backbone is split into **stages**, in input-to-output order, the unit that training freezes
+(:meth:`Backbone.freeze_stages`): EfficientNet-Lite0: the stem (``conv_stem`` + BN), its 7 block
+stages, and ``conv_head`` + BN with ``layer="head"``; ResNet: the stem (conv1, BN, ReLU, max-pool),
+then ``layer1`` .. ``layer4``; AlexNet and VGG16: the convolutions up to each max-pool, then the
+rest; MobileNetV3: each child of ``features``.
 """
 
 from __future__ import annotations
@@ -21,13 +27,13 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vbl_ros.errors import ModelError
+from vbl_ros.errors import ConfigError, ModelError
 
 __all__ = [
     "BACKBONES",
@@ -70,14 +76,59 @@ _LITE_BLOCK = {
 
 
 class Backbone(nn.Module):
-    """A truncated CNN: ``forward(x: (B, 3, H, W)) -> (B, out_channels, H / stride, W / stride)``."""
+    """A truncated CNN: ``forward(x: (B, 3, H, W)) -> (B, out_channels, H / stride, W / stride)``.
 
-    def __init__(self, body: nn.Module, out_channels: int, name: str, layer: str) -> None:
+    Args:
+        body: the network.
+        out_channels: channels of its output.
+        name, layer: the backbone's name and truncation point.
+        stages: the stages, input to output, each the names of submodules of ``body``
+            (``body.get_submodule(name)``) that together hold every parameter of the stage.
+    """
+
+    def __init__(
+        self, body: nn.Module, out_channels: int, name: str, layer: str, stages: Sequence[Sequence[str]]
+    ) -> None:
         super().__init__()
         self.body = body
         self.out_channels = out_channels
         self.name = name
         self.layer = layer
+        self.stages: tuple[tuple[str, ...], ...] = tuple(tuple(stage) for stage in stages)
+        self.frozen_stages = 0
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_modules(self, i: int) -> list[nn.Module]:
+        """The submodules of stage ``i``."""
+        return [self.body.get_submodule(name) for name in self.stages[i]]
+
+    def freeze_stages(self, n: int) -> None:
+        """Freeze stages ``0 .. n - 1`` (no gradients, always eval mode); the others become trainable.
+
+        Raises:
+            ConfigError: ``n`` outside ``0 .. num_stages``.
+        """
+        if not 0 <= n <= self.num_stages:
+            raise ConfigError(
+                f"freeze {n} backbone stages: {self.name}/{self.layer} has {self.num_stages} stages; "
+                f"choose 0 .. {self.num_stages}"
+            )
+        self.frozen_stages = n
+        for i in range(self.num_stages):
+            for module in self.stage_modules(i):
+                module.requires_grad_(i >= n)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Set the training mode, keeping frozen stages in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        for i in range(self.frozen_stages):
+            for module in self.stage_modules(i):
+                module.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -162,11 +213,27 @@ def _efficientnet_lite0(layer: str, pretrained: bool, weights: Path | None) -> B
     else:
         full = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
     parts: list[nn.Module] = [full.conv_stem, full.bn1, full.blocks]
+    stages = [("0", "1"), *((f"2.{i}",) for i in range(len(full.blocks)))]
     channels = 320
     if layer == "head":
         parts += [full.conv_head, full.bn2]
+        stages.append(("3", "4"))
         channels = 1280
-    return Backbone(nn.Sequential(*parts), channels, "efficientnet_lite0", layer)
+    return Backbone(nn.Sequential(*parts), channels, "efficientnet_lite0", layer, stages)
+
+
+def _split_after_pools(body: nn.Sequential) -> list[tuple[str, ...]]:
+    """Stages of a plain convolution stack: the layers up to and including each max-pool, then the rest."""
+    stages: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for name, module in body.named_children():
+        current.append(name)
+        if isinstance(module, nn.MaxPool2d):
+            stages.append(tuple(current))
+            current = []
+    if current:
+        stages.append(tuple(current))
+    return stages
 
 
 def _torchvision(name: str, layer: str, pretrained: bool, weights: Path | None) -> Backbone:
@@ -185,10 +252,12 @@ def _torchvision(name: str, layer: str, pretrained: bool, weights: Path | None) 
         except RuntimeError as err:
             raise ModelError(f"{weights}: not {name} weights: {err}") from err
     if name == "alexnet":
-        body: nn.Module = nn.Sequential(*list(model.features.children())[:-2])  # up to conv5 + ReLU
+        body: nn.Sequential = nn.Sequential(*list(model.features.children())[:-2])  # conv5, before its ReLU
+        stages = _split_after_pools(body)
         channels = 256
     elif name == "vgg16":
         body = nn.Sequential(*list(model.features.children())[:-1])  # conv5_3 + ReLU, no last pool
+        stages = _split_after_pools(body)
         channels = 512
     elif name in ("resnet18", "resnet50"):
         last = 4 if layer == "layer4" else 3
@@ -196,12 +265,14 @@ def _torchvision(name: str, layer: str, pretrained: bool, weights: Path | None) 
         if last == 4:
             mods.append(model.layer4)
         body = nn.Sequential(*mods)
+        stages = [("0", "1", "2", "3"), *((str(i),) for i in range(4, len(mods)))]
         expansion = 1 if name == "resnet18" else 4
         channels = (512 if last == 4 else 256) * expansion
     else:  # mobilenet_v3_*
         body = model.features
+        stages = [(child,) for child, _ in body.named_children()]
         channels = 576 if name == "mobilenet_v3_small" else 960
-    return Backbone(body, channels, name, layer)
+    return Backbone(body, channels, name, layer, stages)
 
 
 def build_backbone(

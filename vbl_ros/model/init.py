@@ -1,17 +1,18 @@
-"""Make a model without training: pretrained backbone + NetVLAD centres and PCA fitted on a bag.
+"""Make a model without training: pretrained backbone + NetVLAD centres and PCA fitted on a bag or images.
 
 :func:`initialize_model` builds a :class:`~vbl_ros.model.net.DescriptorNet` from a
 :class:`~vbl_ros.model.net.ModelConfig`:
 
 - the backbone keeps its ImageNet weights (EfficientNet-Lite0's ship with a package);
 - GeM needs nothing else;
-- NetVLAD's centres are the k-means of backbone local features of frames sampled from a bag;
+- NetVLAD's centres are the k-means of backbone local features of sampled frames;
 - a ``"pca"`` projection is fitted (whitened) on the aggregated descriptors of the same frames;
-- a ``"linear"`` projection is left at its random init: it is meant to be learned by ``vbl train``.
+- a ``"linear"`` projection is left at its random init: it is meant to be trained.
 
-Frames are sampled evenly over the camera topic, streaming (two passes over the bag: stamps only,
-then the chosen frames), and resized and normalised by
-:class:`~vbl_ros.model.extractor.DescriptorExtractor`, exactly as at inference.
+The frames come from a bag's camera topic (sampled evenly, streaming: two passes over the bag,
+stamps only, then the chosen frames) or from images: a folder of png/jpg files or any iterable of
+RGB arrays (sampled evenly by :func:`~vbl_ros.model.image_folder.sample_evenly`). Each is resized
+and normalised by :mod:`vbl_ros.model.transforms`, exactly as at inference.
 :func:`init_model` does the same and writes the model file (``vbl init-model``).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,11 @@ import torch
 
 from vbl_ros.errors import ConfigError, ModelError, OutputExistsError
 from vbl_ros.model.extractor import DescriptorExtractor
+from vbl_ros.model.image_folder import evenly_spaced, read_image_folder, sample_evenly
 from vbl_ros.model.io import model_fingerprint, save_model
 from vbl_ros.model.layers import NetVLAD, Projection
 from vbl_ros.model.net import DescriptorNet, ModelConfig
+from vbl_ros.model.transforms import InputTransform
 
 __all__ = ["init_model", "initialize_model", "min_frames", "needs_data"]
 
@@ -41,7 +45,7 @@ KMEANS_MIN_FEATURES_PER_CLUSTER = 39
 
 
 def needs_data(config: ModelConfig) -> bool:
-    """Whether the model must be fitted on frames of a bag (NetVLAD centres, PCA)."""
+    """Whether the model must be fitted on camera frames (NetVLAD centres, PCA)."""
     return config.aggregation == "netvlad" or config.projection == "pca"
 
 
@@ -75,15 +79,23 @@ def _count_frames(bag: Path, camera_topic: str | None) -> int:
     return count
 
 
-def _sample_inputs(
-    bag: Path, camera_topic: str | None, n_frames: int, n_wanted: int, extractor: DescriptorExtractor
+def _bag_inputs(
+    bag: Path, camera_topic: str | None, max_images: int, needed: int, why: str, transform: InputTransform
 ) -> np.ndarray:
-    """``n_wanted`` frames evenly spread over the ``n_frames`` of the topic, preprocessed (N, h, w, 3)."""
+    """Up to ``max_images`` frames evenly spread over the bag's camera topic, resized: ``(N, h, w, 3)``.
+
+    Raises:
+        ModelError: the topic has, or decodes, fewer than ``needed`` frames.
+    """
     from tqdm import tqdm
 
     from vbl_ros.bags import read_camera_frames
 
-    wanted = set(np.unique(np.linspace(0, n_frames - 1, n_wanted).round().astype(np.int64)).tolist())
+    logger.info("counting the frames of %s", bag)
+    n_frames = _count_frames(bag, camera_topic)
+    if n_frames < needed:
+        raise ModelError(f"{bag}: {n_frames} camera frames, at least {needed} are needed ({why})")
+    wanted = set(evenly_spaced(n_frames, max_images).tolist())
     index = -1
 
     def keep(_stamp: int) -> bool:
@@ -94,15 +106,43 @@ def _sample_inputs(
     inputs = []
     frames = read_camera_frames(bag, camera_topic, keep=keep)
     for frame in tqdm(frames, total=len(wanted), unit="frame", desc=f"sample {bag.name}"):
-        inputs.append(extractor.preprocess([frame.image_rgb])[0])  # resized now: little memory
-    if not inputs:
-        return np.zeros((0, extractor.size[1], extractor.size[0], 3), np.uint8)
+        inputs.append(transform.resize(frame.image_rgb))  # resized now: little memory
+    if len(inputs) < needed:  # frames that failed to decode were skipped
+        raise ModelError(f"{bag}: only {len(inputs)} frames decoded, at least {needed} are needed ({why})")
+    return np.stack(inputs)
+
+
+def _image_inputs(
+    images: Iterable[np.ndarray],
+    source: str,
+    max_images: int,
+    needed: int,
+    why: str,
+    transform: InputTransform,
+) -> np.ndarray:
+    """Up to ``max_images`` of ``images`` evenly spread, resized: ``(N, h, w, 3)`` uint8.
+
+    Raises:
+        ModelError: fewer than ``needed`` images.
+        BadFrameError: an image is not a uint8 RGB (or grey) array.
+    """
+    from tqdm import tqdm
+
+    with tqdm(unit="image", desc=f"sample {source}") as progress:
+
+        def resize(index: int, image: np.ndarray) -> np.ndarray:
+            progress.update(1)
+            return transform.resize(image, index)  # resized now: little memory
+
+        inputs = sample_evenly(images, max_images, resize)
+    if len(inputs) < needed:
+        raise ModelError(f"{source}: {len(inputs)} images, at least {needed} are needed ({why})")
     return np.stack(inputs)
 
 
 @torch.inference_mode()
 def _local_features(extractor: DescriptorExtractor, inputs: np.ndarray) -> torch.Tensor:
-    """Backbone feature maps ``(N, C, h, w)`` float32 on the CPU of preprocessed ``inputs``."""
+    """Backbone feature maps ``(N, C, h, w)`` float32 on the CPU of resized ``inputs``."""
     from tqdm import tqdm
 
     out = []
@@ -124,7 +164,8 @@ def _aggregate(net: DescriptorNet, features: torch.Tensor, batch_size: int = 64)
 def initialize_model(
     config: ModelConfig,
     *,
-    bag: Path | None = None,
+    bag: Path | str | None = None,
+    images: Path | str | Iterable[np.ndarray] | None = None,
     camera_topic: str | None = None,
     max_images: int = 300,
     seed: int = 0,
@@ -135,8 +176,11 @@ def initialize_model(
     Args:
         config: the architecture.
         bag: frames to fit NetVLAD's centres and a PCA projection on (ignored when not needed).
+        images: instead of a bag: a folder of png/jpg images (sorted by name,
+            :func:`~vbl_ros.model.image_folder.read_image_folder`), or any iterable of ``(H, W, 3)``
+            uint8 RGB arrays (or ``(H, W)`` grey), e.g. a list or an ``(N, H, W, 3)`` array.
         camera_topic: image topic of ``bag``; ``None`` = the contract's centre camera.
-        max_images: frames sampled evenly over the topic (all of them when fewer).
+        max_images: frames sampled evenly over the bag's topic or the images (all when fewer).
         seed: seed of the random initialisation, the feature subsampling and k-means.
         device: where the backbone runs: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
@@ -144,48 +188,57 @@ def initialize_model(
         the network, in eval mode on the CPU.
 
     Raises:
-        ConfigError: NetVLAD or PCA without a bag; ``max_images`` below the frames needed.
-        ModelError: the bag has fewer frames than needed.
-        MissingDataError: the bag or its camera topic is absent.
+        ConfigError: NetVLAD or PCA with neither a bag nor images; both given; ``camera_topic``
+            with images; ``max_images`` below the frames needed.
+        ModelError: fewer frames or images than needed.
+        MissingDataError: the bag or its camera topic is absent; the folder has no readable image.
+        BadFrameError: an image of ``images`` is not a uint8 RGB or grey array.
     """
     logger.info("initialize_model %s", config)
-    if needs_data(config) and bag is None:
+    if bag is not None and images is not None:
+        raise ConfigError("give the frames from a bag (--bag) or from images (--images), not both")
+    if images is not None and camera_topic is not None:
+        raise ConfigError(f"camera topic {camera_topic!r}: it selects a bag's images; drop it with --images")
+    source = bag if bag is not None else images if isinstance(images, (str, Path)) else None
+    if not needs_data(config):
+        if source is not None:
+            logger.info("%s + %s needs no data; %s is not read", config.backbone, config.aggregation, source)
+        bag = images = None
+    elif bag is None and images is None:
         what = "NetVLAD's k-means centres" if config.aggregation == "netvlad" else "the PCA projection"
         raise ConfigError(
-            f"{what} must be fitted on camera frames: give a bag (--bag BAG), e.g. the mapping run"
+            f"{what} must be fitted on camera frames: give a bag (--bag BAG) or an image folder "
+            "(--images FOLDER), e.g. of the mapping run"
         )
+    elif isinstance(images, (str, Path)):
+        images = read_image_folder(images, max_images=max_images)  # listed now: fails early
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = DescriptorNet(config, pretrained=True).eval()
     if config.projection == "linear":
         logger.warning(
-            "projection 'linear' (%d -> %d) has a random init: train it with 'vbl train' before use",
+            "projection 'linear' (%d -> %d) has a random init and must be trained before use; "
+            "'pca' fits a projection without training",
             net.projection.in_dim,
             net.projection.out_dim,
         )
-    if bag is None or not needs_data(config):
-        if bag is not None:
-            logger.info("%s + %s needs no data; %s is not read", config.backbone, config.aggregation, bag)
+    if bag is None and images is None:
         return net
-    bag = Path(bag)
 
     extractor = DescriptorExtractor(net, device, warmup=False)
     with torch.inference_mode():
         probe = net.local_features(torch.zeros(1, 3, config.input_height, config.input_width))
-    per_frame = probe.shape[2] * probe.shape[3]
-    needed = min_frames(config, per_frame)
+    needed = min_frames(config, probe.shape[2] * probe.shape[3])
+    why = _why(config)
     if max_images < needed:
-        raise ConfigError(f"max_images {max_images}: at least {needed} frames are needed ({_why(config)})")
-
-    logger.info("counting the frames of %s", bag)
-    n_frames = _count_frames(bag, camera_topic)
-    if n_frames < needed:
-        raise ModelError(f"{bag}: {n_frames} camera frames, at least {needed} are needed ({_why(config)})")
-    inputs = _sample_inputs(bag, camera_topic, n_frames, min(max_images, n_frames), extractor)
-    if len(inputs) < needed:  # frames that failed to decode were skipped
-        raise ModelError(
-            f"{bag}: only {len(inputs)} frames decoded, at least {needed} are needed ({_why(config)})"
-        )
+        raise ConfigError(f"max_images {max_images}: at least {needed} frames are needed ({why})")
+    if bag is not None:
+        inputs = _bag_inputs(Path(bag), camera_topic, max_images, needed, why, extractor.transform)
+    else:
+        assert images is not None
+        name = str(source) if source is not None else "images"
+        inputs = _image_inputs(images, name, max_images, needed, why, extractor.transform)
     features = _local_features(extractor, inputs)
     logger.info("%d frames -> backbone features %s", len(inputs), tuple(features.shape))
 
@@ -232,6 +285,7 @@ def init_model(
     config: ModelConfig,
     *,
     bag: Path | str | None = None,
+    images: Path | str | Iterable[np.ndarray] | None = None,
     camera_topic: str | None = None,
     max_images: int = 300,
     seed: int = 0,
@@ -249,7 +303,8 @@ def init_model(
         raise OutputExistsError(f"{out}: exists; choose another path or pass --overwrite")
     net = initialize_model(
         config,
-        bag=Path(bag) if bag is not None else None,
+        bag=bag,
+        images=images,
         camera_topic=camera_topic,
         max_images=max_images,
         seed=seed,

@@ -8,7 +8,6 @@ the same fingerprint compute the same descriptors; maps record it and refuse ano
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -102,7 +101,7 @@ def load_model(path: Path | str) -> DescriptorNet:
     path = Path(path)
     if not path.is_file():
         raise ModelError(
-            f"{path}: model file not found; train one with 'vbl train' or omit it for the default"
+            f"{path}: model file not found; make one with 'vbl init-model' or omit it for the default"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -135,11 +134,11 @@ def default_model(config: ModelConfig | None = None) -> DescriptorNet:
     ``config`` may change the input size or the layer, but not require training.
     """
     config = config or ModelConfig()
-    if config.projection == "linear" or (config.aggregation == "netvlad"):
+    if config.aggregation == "netvlad" or config.projection == "pca":
         raise ModelError(
-            "the default model is backbone + GeM without training; NetVLAD or a learned projection "
-            "need 'vbl train' (or NetVLAD's k-means init) and a saved model file"
+            "the default model is backbone + GeM without fitting; NetVLAD centres and a PCA projection "
+            "are fitted on frames: make a model file with 'vbl init-model' and load it"
         )
-    if config.projection == "pca":
-        raise ModelError("a PCA projection must be fitted on data; save the fitted model and load it")
-    return DescriptorNet(dataclasses.replace(config), pretrained=True).eval()
+    if config.projection == "linear":
+        raise ModelError("the default model has no learned projection: a 'linear' projection must be trained")
+    return DescriptorNet(config, pretrained=True).eval()

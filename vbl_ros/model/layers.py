@@ -66,14 +66,12 @@ class NetVLAD(nn.Module):
     Args:
         num_clusters: ``K``.
         dim: ``C``, the backbone's channel count.
-        alpha: sharpness of the soft assignment used by :meth:`init_from_features`.
     """
 
-    def __init__(self, num_clusters: int = 64, dim: int = 320, alpha: float = 100.0) -> None:
+    def __init__(self, num_clusters: int = 64, dim: int = 320) -> None:
         super().__init__()
         self.num_clusters = num_clusters
         self.dim = dim
-        self.alpha = alpha
         self.conv = nn.Conv2d(dim, num_clusters, kernel_size=1, bias=True)
         self.centroids = nn.Parameter(torch.randn(num_clusters, dim) * 0.1)
 
@@ -84,6 +82,9 @@ class NetVLAD(nn.Module):
     @torch.no_grad()
     def init_from_features(self, features: torch.Tensor | np.ndarray, *, seed: int = 0) -> None:
         """Set centres by k-means on local features and the assignment conv to match.
+
+        The soft assignment's sharpness ``alpha`` is chosen so that a feature's weight on its
+        second-nearest centre is on average 1 % of that on its nearest (as the reference code).
 
         Args:
             features: ``(N, C)`` local descriptors (rows of backbone feature maps), ``N >= K``.
@@ -103,7 +104,6 @@ class NetVLAD(nn.Module):
         dots_sorted = dots.sort(dim=1, descending=True).values
         margin = (dots_sorted[:, 0] - dots_sorted[:, 1]).mean().clamp(min=1e-6)
         alpha = float(-np.log(0.01) / margin)
-        self.alpha = alpha
         self.centroids.copy_(centres)
         self.conv.weight.copy_((2.0 * alpha * centres)[:, :, None, None])
         self.conv.bias.copy_(-alpha * centres.norm(dim=1))
@@ -170,22 +170,10 @@ class Projection(nn.Module):
 
 
 def kmeans(x: np.ndarray, k: int, *, iterations: int = 25, seed: int = 0) -> np.ndarray:
-    """k-means centres ``(k, D)`` of ``x`` ``(N, D)`` with FAISS (falls back to NumPy Lloyd)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    try:
-        import faiss
+    """k-means centres ``(k, D)`` of ``x`` ``(N, D)`` with FAISS (a dependency of vbl)."""
+    import faiss
 
-        km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, verbose=False)
-        km.train(x)
-        return np.asarray(km.centroids, dtype=np.float32)
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        rng = np.random.default_rng(seed)
-        centres = x[rng.choice(len(x), size=k, replace=False)].copy()
-        for _ in range(iterations):
-            d = (x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]
-            labels = d.argmin(1)
-            for j in range(k):
-                members = x[labels == j]
-                if len(members):
-                    centres[j] = members.mean(0)
-        return centres
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, verbose=False)
+    km.train(x)
+    return np.asarray(km.centroids, dtype=np.float32)

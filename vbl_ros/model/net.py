@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -10,13 +11,12 @@ from torch import nn
 from vbl_ros.errors import ConfigError
 from vbl_ros.model.backbones import BACKBONES, build_backbone
 from vbl_ros.model.layers import GeM, L2Norm, NetVLAD, Projection
+from vbl_ros.model.transforms import IMAGENET_MEAN, IMAGENET_STD, InputTransform
 
 __all__ = ["AGGREGATIONS", "PROJECTIONS", "DescriptorNet", "ModelConfig"]
 
 AGGREGATIONS = ("gem", "netvlad")
 PROJECTIONS = ("none", "linear", "pca")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class ModelConfig:
         projection: ``"none"``, ``"linear"`` (learned) or ``"pca"`` (PCA-whitened, fitted on data).
         projection_dim: output dimension of the projection (required unless projection is none).
         input_height, input_width: the network input size images are resized to.
-        mean, std: input normalisation (RGB in [0, 1]).
+        mean, std: input normalisation (RGB in [0, 1]); resize and normalisation are
+            :class:`~vbl_ros.model.transforms.InputTransform` (``InputTransform.from_config``).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -64,15 +65,20 @@ class ModelConfig:
             raise ConfigError(f"input size {self.input_height}x{self.input_width}: at least 32x32")
         if self.netvlad_clusters < 1:
             raise ConfigError("netvlad_clusters must be >= 1")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError("mean and std need 3 values each, std > 0")
+        InputTransform.from_config(self)  # mean and std: 3 values each, std > 0
 
 
 class DescriptorNet(nn.Module):
     """Global image descriptor network.
 
-    ``forward(x: (B, 3, H, W) float, normalised) -> (B, D)`` unit-L2 descriptors, where
-    ``D = C`` (GeM), ``K * C`` (NetVLAD) or ``projection_dim``.
+    ``forward(x)`` maps the normalised input ``x: (B, 3, H, W)`` float (see
+    :class:`~vbl_ros.model.transforms.InputTransform`) to ``(B, D)`` unit-L2 descriptors, where
+    ``D = C`` (GeM), ``K * C`` (NetVLAD) or ``projection_dim``; with ``return_features=True`` it
+    also returns the backbone's feature map ``(B, C, h, w)`` the descriptor was pooled from
+    (``C = backbone.out_channels``; ``h, w = ceil(H / 32), ceil(W / 32)`` for the default
+    EfficientNet-Lite0, 7 x 7 at 224 x 224), e.g. for a side-modality decoder.
+
+    The backbone's first stages can be frozen for training (:meth:`freeze_backbone_stages`).
 
     Args:
         config: the architecture.
@@ -106,9 +112,43 @@ class DescriptorNet(nn.Module):
         """Descriptor dimension ``D``."""
         return self._dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.projection(self.aggregation(self.backbone(x))))
+    @overload
+    def forward(self, x: torch.Tensor, return_features: Literal[False] = ...) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self, x: torch.Tensor, return_features: Literal[True]
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Descriptors ``(B, D)``, or ``(descriptors (B, D), feature map (B, C, h, w))``.
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised input.
+            return_features: also return the backbone's feature map (one backbone pass for both);
+                not keyword-only, so that the net stays scriptable (TorchScript refuses those).
+        """
+        features = self.backbone(x)
+        descriptors = self.norm(self.projection(self.aggregation(features)))
+        if return_features:
+            return descriptors, features
+        return descriptors
 
     def local_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features ``(B, C, h, w)`` (for NetVLAD's k-means init and PCA fitting)."""
+        """Backbone feature map ``(B, C, h, w)`` alone (NetVLAD's k-means init, PCA fitting)."""
         return self.backbone(x)
+
+    def freeze_backbone_stages(self, n: int) -> None:
+        """Freeze the backbone's first ``n`` stages and make the others trainable.
+
+        Frozen stages get ``requires_grad = False`` and stay in eval mode (BatchNorm uses and keeps
+        its running statistics) even after ``train()``; ``n = 0`` unfreezes everything. Nothing is
+        added to the state dict: the fingerprint does not change. Stages:
+        :attr:`~vbl_ros.model.backbones.Backbone.stages`.
+
+        Raises:
+            ConfigError: ``n`` outside ``0 .. backbone.num_stages``.
+        """
+        self.backbone.freeze_stages(n)
