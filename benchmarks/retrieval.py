@@ -50,7 +50,7 @@ from _common import (
     write_results,
 )
 
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig
+from vbl_ros.mapping import Keyframe, KeyframeMap, MapConfig
 
 NAME = "retrieval"
 SIZES = (10_000, 100_000, 1_000_000)

@@ -58,7 +58,7 @@ from _common import (
     write_results,
 )
 
-from vbl_ros.keyframe_map import MapConfig
+from vbl_ros.mapping import MapConfig
 
 NAME = "retrieval_measured"
 STATS = Path(__file__).resolve().parent / "data" / "descriptor_stats.json"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vbl_ros.cli import main
-from vbl_ros.keyframe_map import KeyframeMap
+from vbl_ros.mapping import KeyframeMap
 
 pytest.importorskip("mujoco")
 

@@ -91,7 +91,7 @@ def _init_model(args: argparse.Namespace) -> None:
 
 
 def _build_map(args: argparse.Namespace) -> None:
-    from vbl_ros.keyframe_map import MapConfig, build_map
+    from vbl_ros.mapping import MapConfig, build_map
 
     config = _config(MapConfig, args.config, spacing_m=args.spacing, index_type=args.index)
     print(build_map(args.bag, args.out, model=args.model, config=config))

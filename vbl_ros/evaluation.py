@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vbl_ros.keyframe_map import KeyframeMap
+from vbl_ros.mapping import KeyframeMap
 
 __all__ = [
     "LocalizationReport",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vbl_ros.errors import ConfigError
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+from vbl_ros.mapping import Keyframe, KeyframeMap
 
 __all__ = [
     "LocalizationResult",

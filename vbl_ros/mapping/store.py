@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
-from vbl_ros.pq_index import PQShards, default_subquantizers
+from vbl_ros.mapping.pq import PQShards, default_subquantizers
 from vbl_ros.robotcar.messages import UtmOrigin
 
 __all__ = ["INDEX_TYPES", "Keyframe", "KeyframeMap", "MapConfig", "UtmOrigin", "build_map"]

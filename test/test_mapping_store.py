@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from bag_fixtures import T0_NS, write_line_bag
 
-import vbl_ros.keyframe_map as km
+import vbl_ros.mapping.store as km
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig, UtmOrigin, build_map
+from vbl_ros.mapping import Keyframe, KeyframeMap, MapConfig, build_map
 from vbl_ros.model import DescriptorNet, ModelConfig, model_fingerprint, save_model
+from vbl_ros.robotcar.messages import UtmOrigin
 
 DIM = 32
 
