@@ -60,7 +60,7 @@ def build_small_map(
     folder: Path, device: str, log: logging.Logger
 ) -> tuple[Path, list[np.ndarray], int, int]:
     """A map of ``N_KEYFRAMES`` scenes 5 m apart, built with the core API; returns (map, scenes, h, w)."""
-    from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+    from vbl_ros.mapping import Keyframe, KeyframeMap
     from vbl_ros.model import DescriptorExtractor, default_model
 
     net = default_model()

@@ -1,6 +1,6 @@
 """Retrieval latency of keyframe maps: exact (``flat``) vs approximate (``pq``, ``ivf``, ``hnsw``).
 
-Everything goes through :class:`vbl_ros.keyframe_map.KeyframeMap` (``create``, ``add`` with
+Everything goes through :class:`vbl_ros.mapping.KeyframeMap` (``create``, ``add`` with
 :class:`Keyframe` objects, ``search``, ``set_search_params``), the path the ``localize`` node uses.
 
 Data: synthetic descriptors of the default model's dimension with the structure of a route map:
@@ -16,7 +16,7 @@ time (the first ``search`` builds the FAISS index), resident memory added by the
 latency p50/p95 (one query per call, ``k = 20`` as the localizer's ``top_k * 4``) with FAISS on 1 and
 on 2 OpenMP threads (interleaved blocks, side by side), and top-1 agreement of the approximate index
 with the exact one over all queries, for a sweep of ``candidates`` (pq) / ``nprobe`` / ``efSearch``.
-A ``pq`` map searches one query on ``MapConfig.pq_threads`` (2) threads of its own, whatever the
+A ``pq`` map searches one query on ``PqIndexConfig.threads`` (2) threads of its own, whatever the
 OpenMP thread count.
 
     .venv/bin/python benchmarks/retrieval.py [--quick]
@@ -50,7 +50,7 @@ from _common import (
     write_results,
 )
 
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig
+from vbl_ros.mapping import Keyframe, KeyframeMap, MapConfig, index_config
 
 NAME = "retrieval"
 SIZES = (10_000, 100_000, 1_000_000)
@@ -151,7 +151,7 @@ def build(
     """A map of ``db`` through the public API: Keyframe objects, ``add`` in chunks, first ``search``."""
     gc.collect()
     rss0 = rss_mib()
-    kmap = KeyframeMap.create(db.shape[1], "benchmark-synthetic", None, kind, config=config)
+    kmap = KeyframeMap.create(db.shape[1], "benchmark-synthetic", None, config.index)
     t_objects = t_add = 0.0
     for start in range(0, len(db), chunk):
         t0 = time.perf_counter()
@@ -223,7 +223,8 @@ def run_size(
         if kind == "hnsw" and n > hnsw_max:
             log.info("n=%d: hnsw skipped (build too slow on this machine; --hnsw-max)", n)
             continue
-        config = MapConfig(index_type=kind, ivf_nlist=ivf_nlist if n >= 1_000_000 else 0)
+        ivf = {"nlist": ivf_nlist if n >= 1_000_000 else 0} if kind == "ivf" else {}
+        config = MapConfig(index=index_config(kind, **ivf))
         kmap, build_stats = build(kind, db, config, chunk=100_000, route_len=cfg.route_len)
         log.info("n=%d %s: built %s", n, kind, {k: round(v, 2) for k, v in build_stats.items()})
         base = {"n": n, "index": kind, **build_stats}

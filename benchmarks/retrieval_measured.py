@@ -20,11 +20,11 @@ seen in another condition: ``p_q = a p(s) + sqrt(1 - a^2) e`` with ``e`` a fresh
 ``U(0, 1)`` m from its nearest keyframe), the query-to-true-keyframe cosine has the measured p10 /
 p50 / p90. Its true keyframe in the 5 m map is the nearest one.
 
-Measured through :class:`vbl_ros.keyframe_map.KeyframeMap` (``create``, ``add`` with ``Keyframe``
+Measured through :class:`vbl_ros.mapping.KeyframeMap` (``create``, ``add`` with ``Keyframe``
 objects in 100k chunks, ``search(q, 20)``, ``set_search_params``) exactly like ``retrieval.py``:
 single-query latency p50/p95 with FAISS on 1 thread, top-1 agreement with exact search over 1000
 queries, same-place agreement, build time and memory, for flat, pq, IVF (trained on a 200k sample
-via ``MapConfig.ivf_train_size``) and, with ``--hnsw``, HNSW (``--kinds`` picks among them).
+via ``IvfIndexConfig.train_size``) and, with ``--hnsw``, HNSW (``--kinds`` picks among them).
 
     .venv/bin/python benchmarks/retrieval_measured.py [--quick] [--hnsw]
 
@@ -58,7 +58,7 @@ from _common import (
     write_results,
 )
 
-from vbl_ros.keyframe_map import MapConfig
+from vbl_ros.mapping import MapConfig, index_config
 
 NAME = "retrieval_measured"
 STATS = Path(__file__).resolve().parent / "data" / "descriptor_stats.json"
@@ -255,7 +255,9 @@ def run_size(
     rows: list[dict] = []
     exact_ids = None
     for label, kind, overrides, sweep, values in settings:
-        config = MapConfig(index_type=kind, **overrides)
+        config = MapConfig(
+            index=index_config(kind, **{k.removeprefix(f"{kind}_"): v for k, v in overrides.items()})
+        )
         kmap, build_stats = retrieval.build(kind, db, config, chunk=100_000, route_len=ROUTE_LEN)
         base = {"n": n, "index": label, "index_type": kind, **overrides, **build_stats}
         if kind == "ivf":

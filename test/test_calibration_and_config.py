@@ -126,8 +126,8 @@ def test_config_types_accept_what_yaml_writes() -> None:
 
 def test_every_config_of_the_package_loads_its_own_defaults() -> None:
     """Each config's defaults written out and read back give the same config (types agree)."""
-    from vbl_ros.keyframe_map import MapConfig
     from vbl_ros.localizer import LocalizerConfig
+    from vbl_ros.mapping import MapConfig
     from vbl_ros.model.net import ModelConfig
     from vbl_ros.robotcar.convert import ConvertConfig
     from vbl_ros.sim.simulate import SimConfig

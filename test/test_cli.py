@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vbl_ros.cli import main
-from vbl_ros.keyframe_map import KeyframeMap
+from vbl_ros.mapping import KeyframeMap
 from vbl_ros.model import ModelConfig, load_model, model_fingerprint
 from vbl_ros.testing import synthetic_scene
 

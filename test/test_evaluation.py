@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vbl_ros.evaluation import evaluate_localization, evaluate_retrieval, plot_route
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+from vbl_ros.mapping import Keyframe, KeyframeMap
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ def _trim_ins(traversal: Path, out: Path, seconds: float) -> Path:
 
 @pytest.fixture(scope="module")
 def drives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from vbl_ros.keyframe_map import MapConfig, build_map
+    from vbl_ros.mapping import MapConfig, build_map
     from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
     from vbl_ros.sim.simulate import SimConfig, simulate
 
@@ -81,7 +81,7 @@ def _score(localizer: Localizer, bag: Path, keep, map_origin, *, own_frame: bool
 
 
 def test_drives_with_distant_origins_score_the_same(drives: dict[str, Path]) -> None:
-    from vbl_ros.keyframe_map import KeyframeMap
+    from vbl_ros.mapping import KeyframeMap
     from vbl_ros.model import DescriptorExtractor, default_model
 
     near, far = read_utm_origin(drives["query"]), read_utm_origin(drives["far"])
@@ -109,7 +109,7 @@ def test_drives_with_distant_origins_score_the_same(drives: dict[str, Path]) -> 
 
 
 def test_truth_without_an_origin_is_refused(drives: dict[str, Path]) -> None:
-    from vbl_ros.keyframe_map import KeyframeMap
+    from vbl_ros.mapping import KeyframeMap
 
     kmap = KeyframeMap.load(drives["map_dir"])
     stamps = read_odometry(drives["query"]).stamps_ns[:3]

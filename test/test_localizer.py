@@ -11,8 +11,8 @@ import pytest
 
 from vbl_ros.errors import ModelMismatchError
 from vbl_ros.geometry.rotations import quaternion_to_euler
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap
 from vbl_ros.localizer import Localizer, LocalizerConfig
+from vbl_ros.mapping import Keyframe, KeyframeMap
 
 DIM = 64
 S = 1_000_000_000

@@ -16,7 +16,7 @@ from vbl_ros.bags import read_camera_frames
 from vbl_ros.cli import main
 from vbl_ros.config import load_yaml
 from vbl_ros.errors import ConfigError, ModelError, ModelMismatchError, OutputExistsError
-from vbl_ros.keyframe_map import KeyframeMap, MapConfig, build_map
+from vbl_ros.mapping import KeyframeMap, MapConfig, build_map
 from vbl_ros.model import (
     DescriptorExtractor,
     DescriptorNet,

@@ -101,7 +101,7 @@ def scenes() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def map_dir(tmp_path_factory: pytest.TempPathFactory, scenes: list[np.ndarray]) -> Path:
     """A map of the first SCENES scenes, keyframe i at KEYFRAME_POSITIONS[i], built with the core API."""
-    from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+    from vbl_ros.mapping import Keyframe, KeyframeMap
     from vbl_ros.model.extractor import DescriptorExtractor
     from vbl_ros.model.io import default_model
 

@@ -18,8 +18,8 @@ from visualization_msgs.msg import Marker
 
 from vbl_ros.errors import BadFrameError, ConfigError
 from vbl_ros.images import mosaic
-from vbl_ros.keyframe_map import Keyframe
 from vbl_ros.localizer import LocalizationResult, LocalizerConfig, LoopCandidate, Match, PosePrior
+from vbl_ros.mapping import Keyframe
 from vbl_ros.ros import messages
 
 STAMP_NS = 1_418_381_798_086_434_123  # a RobotCar-like stamp: too large for a float to keep exact

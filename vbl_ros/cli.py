@@ -3,7 +3,7 @@
 vbl simulate OUT_DIR [--preset tiny|demo]
 vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
 vbl init-model OUT [--config MODEL_YAML] [--bag BAG | --images FOLDER] [--aggregation gem|netvlad] [--projection ...]
-vbl build-map BAG --out MAP [--model MODEL]
+vbl build-map BAG --out MAP [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--config MAP_YAML]
 vbl demo [--out DIR]
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from vbl_ros.config import load_yaml
 from vbl_ros.errors import VblError
+from vbl_ros.mapping.indexes import INDEXES
 
 __all__ = ["main"]
 
@@ -92,9 +93,11 @@ def _init_model(args: argparse.Namespace) -> None:
 
 
 def _build_map(args: argparse.Namespace) -> None:
-    from vbl_ros.keyframe_map import MapConfig, build_map
+    from vbl_ros.mapping import MapConfig, build_map, index_config
 
-    config = _config(MapConfig, args.config, spacing_m=args.spacing, index_type=args.index)
+    config = _config(MapConfig, args.config, spacing_m=args.spacing)
+    if args.index is not None and args.index != config.index.kind:  # the same kind keeps the file's settings
+        config = dataclasses.replace(config, index=index_config(args.index))
     print(build_map(args.bag, args.out, model=args.model, config=config))
 
 
@@ -182,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     build_map.add_argument("--spacing", type=float, help="metres between keyframes")
     build_map.add_argument(
         "--index",
-        choices=("flat", "pq", "ivf", "hnsw"),
-        help="index type: flat = exact (default); pq = codes + exact re-ranking, for large maps (> ~100k)",
+        choices=tuple(INDEXES),
+        help="index kind, with its default settings: flat = exact (default); pq = codes + exact "
+        "re-ranking, for large maps (> ~100k); settings: 'index: {kind: pq, candidates: 256}' in --config",
     )
     build_map.add_argument("--config", type=Path, help="a YAML MapConfig")
     build_map.set_defaults(func=_build_map)

@@ -129,13 +129,19 @@ def load_yaml(cls: type[T], path: Path | str, *, key: str | None = None) -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A plain dict (YAML/JSON serialisable: tuples become lists, at any depth) of a dataclass config."""
+    """A plain dict (YAML/JSON serialisable: tuples become lists, at any depth) of a dataclass config
+    that :func:`from_dict` reads back. A nested value with a ``to_config_value()`` method (e.g. an
+    index config, which names its kind) is written as that method says."""
 
     def plain(value: Any) -> Any:
+        if hasattr(value, "to_config_value"):
+            return plain(value.to_config_value())
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(config))
+    return plain(config)

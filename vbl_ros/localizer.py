@@ -30,7 +30,7 @@ import numpy as np
 
 from vbl_ros.errors import ConfigError
 from vbl_ros.geometry.rotations import quaternion_to_euler
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap
+from vbl_ros.mapping import Keyframe, KeyframeMap
 
 __all__ = [
     "LocalizationResult",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vbl_ros.keyframe_map import KeyframeMap
+from vbl_ros.mapping import KeyframeMap
 
 __all__ = ["RetrievalReport", "evaluate_retrieval", "horizontal"]
 

@@ -34,8 +34,8 @@ from sensor_msgs.msg import PointCloud2
 from vbl_ros.bags import read_odometry
 from vbl_ros.errors import VblError
 from vbl_ros.evaluation import evaluate_localization, plot_localization
-from vbl_ros.keyframe_map import Keyframe, KeyframeMap, MapConfig, build_map
 from vbl_ros.localizer import LocalizationResult, Match, PosePrior
+from vbl_ros.mapping import Keyframe, KeyframeMap, MapConfig, build_map
 from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
 from vbl_ros.ros.messages import loop_candidates_from_msg, stamp_to_ns
 from vbl_ros.ros.process import find_share_file, localize_command, start_localize, stop_process

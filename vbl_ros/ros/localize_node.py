@@ -34,8 +34,8 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from vbl_ros.errors import BadFrameError, VblError
-from vbl_ros.keyframe_map import KeyframeMap
 from vbl_ros.localizer import Localizer, LocalizerConfig
+from vbl_ros.mapping import KeyframeMap
 from vbl_ros.model.extractor import DescriptorExtractor
 from vbl_ros.model.io import default_model, load_model
 from vbl_ros.ros.messages import (

@@ -1,4 +1,4 @@
-"""The ``pq`` keyframe-map index: every keyframe scanned as a compact code, in parallel shards.
+"""The codes of the ``pq`` index: every keyframe scanned as a compact code, in parallel shards.
 
 Why another index: an exact search reads every descriptor (1M keyframes x 320 float32 = 1.28 GB
 per query, ~50 ms on a core), and the graph (HNSW) and inverted-file (IVF) indexes lose the match
@@ -9,8 +9,8 @@ code (``dim / 4`` sub-quantisers of 16 centroids: 40 bytes for 320-d) after a le
 codes with SIMD shuffles: 1M codes of 40 bytes take ~1.7 ms on one core, ~1.2 ms split over two.
 
 :class:`PQShards` only *proposes* candidates (each shard its best ``candidates / threads``);
-:class:`vbl_ros.keyframe_map.KeyframeMap` re-scores all of them with exact inner products on the
-float descriptors. The final ranking is therefore the exact one whenever exact search's best
+:class:`vbl_ros.mapping.indexes.PqIndex` re-scores all of them with exact inner products on the
+map's float descriptors. The final ranking is therefore the exact one whenever exact search's best
 keyframes are among the candidates.
 
 The trained rotation and codebooks are what :meth:`PQShards.write` saves (a few hundred KiB); the
@@ -28,7 +28,7 @@ import numpy as np
 
 from vbl_ros.errors import MapError
 
-__all__ = ["MAX_DIM", "PQShards", "default_subquantizers"]
+__all__ = ["MAX_DIM", "PQShards", "check_pq_shape", "default_subquantizers"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def default_subquantizers(dim: int) -> int:
     return max(1, dim // 4)
 
 
-def _check(dim: int, subquantizers: int) -> None:
+def check_pq_shape(dim: int, subquantizers: int) -> None:
+    """Refuse descriptors too wide for OPQ and sub-quantiser counts that do not divide ``dim``."""
     if dim > MAX_DIM:
         raise MapError(
             f"the pq index supports descriptors of up to {MAX_DIM} dimensions, these have {dim}; "
@@ -52,7 +53,8 @@ def _check(dim: int, subquantizers: int) -> None:
         )
     if subquantizers < 1 or dim % subquantizers:
         raise MapError(
-            f"pq_subquantizers {subquantizers} must be >= 1 and divide the descriptor dimension {dim}"
+            f"pq subquantizers {subquantizers} must be >= 1 and divide the descriptor dimension {dim}; "
+            f"choose a divisor of {dim} (0 = dim / 4)"
         )
 
 
@@ -71,10 +73,10 @@ class PQShards:
 
         self.template = template
         self.rotation = faiss.downcast_VectorTransform(template.chain.at(0))
-        self.codebook = faiss.downcast_index(template.index)
         self.d = int(template.d)
         self.threads = max(1, int(threads))
-        self._parts = [faiss.clone_index(self.codebook) for _ in range(self.threads)]
+        codebook = faiss.downcast_index(template.index)
+        self._parts = [faiss.clone_index(codebook) for _ in range(self.threads)]
         self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ construction
@@ -85,7 +87,7 @@ class PQShards:
 
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         dim = sample.shape[1]
-        _check(dim, subquantizers)
+        check_pq_shape(dim, subquantizers)
         template = faiss.index_factory(
             dim, f"OPQ{subquantizers},PQ{subquantizers}x{_BITS}fs", faiss.METRIC_INNER_PRODUCT
         )

@@ -1,0 +1,207 @@
+"""The ``build_map`` step: a bag's frames every few metres -> descriptors -> a saved keyframe map."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vbl_ros.errors import ConfigError, MapError, OutputExistsError
+from vbl_ros.geometry.utm import UtmOrigin, utm_to_latlon
+from vbl_ros.mapping.indexes import FlatIndexConfig, IndexConfig, index_config
+from vbl_ros.mapping.store import Keyframe, KeyframeMap
+
+if TYPE_CHECKING:
+    from vbl_ros.bags import Trajectory
+    from vbl_ros.model import DescriptorExtractor
+
+__all__ = ["FLAT_ADVICE_KEYFRAMES", "MapConfig", "build_map"]
+
+logger = logging.getLogger(__name__)
+
+FLAT_ADVICE_KEYFRAMES = 100_000  # build_map suggests the pq index above this size
+
+
+@dataclasses.dataclass(frozen=True)
+class MapConfig:
+    """How :func:`build_map` makes a map, and the index the map searches with.
+
+    Attributes:
+        spacing_m: distance along the INS track between keyframes (5 m: twice the density of the
+            25 m success radius, ~1.5 frames/s at city speeds; 1M keyframes cover 5,000 km).
+        index: the index kind and its settings (:mod:`vbl_ros.mapping.indexes`): ``flat`` (exact,
+            the default), ``pq`` (for large maps), ``ivf`` or ``hnsw``. From YAML, a kind's name
+            (``index: pq``) or a mapping with its settings (``index: {kind: pq, candidates: 256}``).
+        batch_size: images per descriptor batch.
+        camera_topic: image topic; ``None`` = the contract's compressed centre camera, else raw.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    spacing_m: float = 5.0
+    index: IndexConfig = dataclasses.field(default_factory=FlatIndexConfig)
+    batch_size: int = 16
+    camera_topic: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.spacing_m > 0:
+            raise ConfigError(f"spacing_m must be > 0, got {self.spacing_m}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        index: Any = self.index
+        if isinstance(index, (str, Mapping)):  # a kind's name or {kind: ..., settings} from YAML
+            object.__setattr__(self, "index", index_config(index))
+        elif not isinstance(index, IndexConfig):
+            raise ConfigError(f"index must be an index config or a kind's name, got {index!r}")
+
+
+def build_map(
+    bag: Path | str,
+    out: Path | str,
+    *,
+    model: Path | str | None = None,
+    config: MapConfig | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Build a keyframe map from a bag (docs/CONTRACTS.md) and save it to the folder ``out``.
+
+    A frame becomes a keyframe each ``config.spacing_m`` metres travelled along the INS track
+    (``/ins/odometry``, interpolated at the image stamp); frames outside the track are skipped.
+    Only keyframes are decoded; descriptors are computed in batches.
+
+    Args:
+        bag: the bag.
+        out: the map folder to create.
+        model: a model file; ``None`` = the embedded default model.
+        config: spacing, index, batch size, camera topic, device.
+        overwrite: replace an existing map at ``out``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        MissingDataError: the bag lacks the camera or odometry topic.
+        MapError: no frame lies on the INS track.
+    """
+    from vbl_ros.bags import read_utm_origin
+    from vbl_ros.model import DescriptorExtractor, default_model, load_model
+
+    config = config or MapConfig()
+    bag, out = Path(bag), Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: exists; choose another --out or remove it")
+    logger.info("build_map %s -> %s with %s", bag, out, config)
+    origin = read_utm_origin(bag)
+    if origin is None:
+        logger.warning("%s: no UTM origin (/map/utm_origin); the map frame is not geo-referenced", bag)
+    net = load_model(model) if model is not None else default_model()
+    extractor = DescriptorExtractor(net, config.device, batch_size=config.batch_size)
+    kmap = KeyframeMap.create(extractor.dim, extractor.fingerprint, origin, config.index)
+    _add_keyframes(kmap, bag, origin, extractor, config, label=out.name)
+    if len(kmap) == 0:
+        raise MapError(f"{bag}: no camera frame lies within the INS track; cannot build a map")
+    if isinstance(config.index, FlatIndexConfig) and len(kmap) > FLAT_ADVICE_KEYFRAMES:
+        logger.warning(
+            "%d keyframes in an exact (flat) map: a query reads them all (~7 ms per 100k keyframes on "
+            "a CPU core); rebuild with '--index pq' for ~2 ms at 1M (benchmarks/README.md)",
+            len(kmap),
+        )
+    kmap.save(out)
+    logger.info("built %r from %s", kmap, bag)
+    return out
+
+
+def _add_keyframes(
+    kmap: KeyframeMap,
+    bag: Path,
+    origin: UtmOrigin | None,
+    extractor: DescriptorExtractor,
+    config: MapConfig,
+    *,
+    label: str,
+) -> int:
+    """Add the keyframes of one bag to ``kmap`` (positions in the bag's map frame); return how many."""
+    from tqdm import tqdm
+
+    from vbl_ros.bags import read_camera_frames, read_odometry
+
+    trajectory = read_odometry(bag)
+    keep = _every_spacing(trajectory, config.spacing_m)
+    to_latlon = _latlon_function(bag, origin)
+    total_m = float(trajectory.arc_length(trajectory.stamps_ns[-1])[0])
+    bar = tqdm(total=int(total_m // config.spacing_m) + 1, unit="kf", desc=f"map {label}")
+    before = len(kmap)
+    pending_images: list[np.ndarray] = []
+    pending_stamps: list[int] = []
+
+    def flush() -> None:
+        if not pending_stamps:
+            return
+        descriptors = extractor(pending_images)
+        stamps = np.asarray(pending_stamps, dtype=np.int64)
+        positions, orientations = trajectory.interpolate(stamps)
+        latlon = to_latlon(positions, stamps)
+        kmap.add(
+            descriptors,
+            [
+                Keyframe(int(s), tuple(map(float, p)), tuple(map(float, q)), float(ll[0]), float(ll[1]))  # type: ignore[arg-type]
+                for s, p, q, ll in zip(stamps, positions, orientations, latlon, strict=True)
+            ],
+        )
+        bar.update(len(pending_stamps))
+        pending_images.clear()
+        pending_stamps.clear()
+
+    try:
+        for frame in read_camera_frames(bag, config.camera_topic, keep=keep):
+            pending_images.append(frame.image_rgb)
+            pending_stamps.append(frame.stamp_ns)
+            if len(pending_stamps) >= config.batch_size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+    return len(kmap) - before
+
+
+def _every_spacing(trajectory: Trajectory, spacing_m: float) -> Callable[[int], bool]:
+    """``keep(stamp)``: true for the first frame on the track at or past each multiple of
+    ``spacing_m`` metres travelled (frames in stamp order)."""
+    next_distance = [0.0]
+
+    def keep(stamp: int) -> bool:
+        if not bool(trajectory.contains(stamp)):
+            return False
+        travelled = float(trajectory.arc_length(stamp)[0])
+        if travelled + 1e-9 < next_distance[0]:
+            return False
+        next_distance[0] = (np.floor(travelled / spacing_m) + 1) * spacing_m
+        return True
+
+    return keep
+
+
+def _latlon_function(bag: Path, origin: UtmOrigin | None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``f(positions (N, 3), stamps (N,)) -> (N, 2)`` latitude, longitude: from the UTM origin,
+    else interpolated from ``/gps/fix``, else nan."""
+    if origin is not None:
+
+        def from_utm(positions: np.ndarray, _stamps: np.ndarray) -> np.ndarray:
+            lat, lon = utm_to_latlon(
+                positions[:, 0] + origin.easting, positions[:, 1] + origin.northing, origin.zone
+            )
+            return np.stack([np.asarray(lat, float), np.asarray(lon, float)], axis=1)
+
+        return from_utm
+    from vbl_ros.bags import read_gps
+
+    gps = read_gps(bag)
+    if gps is None:
+        logger.warning("%s: neither a UTM origin nor GPS: keyframes get no latitude/longitude", bag)
+        return lambda _p, stamps: np.full((len(stamps), 2), np.nan)
+    return lambda _p, stamps: np.stack(gps.interpolate(stamps), axis=1)
