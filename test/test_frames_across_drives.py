@@ -118,3 +118,47 @@ def test_truth_without_an_origin_is_refused(drives: dict[str, Path]) -> None:
     other_zone = dataclasses.replace(kmap.utm_origin, zone="31U")
     with pytest.raises(FrameMismatchError, match="zone 30U and zone 31U"):
         ground_truth(drives["query"], stamps, other_zone)
+
+
+def test_a_map_from_several_drives_keeps_the_first_drives_frame(
+    drives: dict[str, Path], tmp_path: Path
+) -> None:
+    """The far drive's keyframes land on the map drive's route in the map drive's frame, whether the
+    map is built from both bags at once or grown with the far bag afterwards."""
+    from vbl_ros.mapping import KeyframeMap, MapConfig, build_map
+
+    config = MapConfig(spacing_m=4.0, device="cpu")
+    both = KeyframeMap.load(build_map([drives["map"], drives["far"]], tmp_path / "both", config=config))
+    first = KeyframeMap.load(build_map(drives["map"], tmp_path / "grown", config=config))
+    grown = KeyframeMap.load(build_map(drives["far"], tmp_path / "grown", config=config, add=True))
+    map_origin = read_utm_origin(drives["map"])
+    for kmap in (both, grown):
+        assert kmap.utm_origin == map_origin
+        own = kmap.positions()[: len(first)]
+        np.testing.assert_allclose(own, first.positions())
+        added = kmap.positions()[len(first) :]
+        assert len(added) >= 10
+        # each added keyframe lies on the map drive's route (lanes and INS noise: a few metres)
+        gaps = np.linalg.norm(added[:, None, :2] - own[None, :, :2], axis=2).min(axis=1)
+        assert gaps.max() < 5.0, f"far-drive keyframes off the route by up to {gaps.max():.0f} m"
+        # and they are not where the far drive's own frame would put them
+        far_own = read_odometry(drives["far"]).positions
+        assert np.linalg.norm(far_own[0, :2] - added[0, :2]) > 50.0
+
+
+def test_bags_whose_frames_cannot_be_related_are_refused_before_any_descriptor(
+    drives: dict[str, Path], tmp_path: Path
+) -> None:
+    from bag_fixtures import write_line_bag
+
+    from vbl_ros.cli import main
+    from vbl_ros.mapping import build_map
+
+    unreferenced = write_line_bag(
+        tmp_path / "no_origin", length_m=20.0, camera_hz=2.0, with_origin=False
+    ).path
+    with pytest.raises(FrameMismatchError, match=r"no_origin.*UTM origin is unknown"):
+        build_map([drives["map"], unreferenced], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+    assert main(["build-map", str(drives["map"]), str(unreferenced), "--out", str(tmp_path / "cli")]) == 2
+    assert not (tmp_path / "cli").exists()

@@ -3,7 +3,7 @@
 vbl simulate OUT_DIR [--preset tiny|demo]
 vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
 vbl init-model OUT [--config MODEL_YAML] [--bag BAG | --images FOLDER] [--aggregation gem|netvlad] [--projection ...]
-vbl build-map BAG --out MAP [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--config MAP_YAML]
+vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--config MAP_YAML]
 vbl demo [--out DIR]
 """
 
@@ -98,7 +98,11 @@ def _build_map(args: argparse.Namespace) -> None:
     config = _config(MapConfig, args.config, spacing_m=args.spacing)
     if args.index is not None and args.index != config.index.kind:  # the same kind keeps the file's settings
         config = dataclasses.replace(config, index=index_config(args.index))
-    print(build_map(args.bag, args.out, model=args.model, config=config))
+    print(
+        build_map(
+            args.bags, args.out, model=args.model, config=config, overwrite=args.overwrite, add=args.add
+        )
+    )
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -178,9 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     init.set_defaults(func=_init_model)
 
-    build_map = commands.add_parser("build-map", help="build a keyframe map from a bag")
-    build_map.add_argument("bag", type=Path, help="a bag written by 'vbl convert'")
+    build_map = commands.add_parser(
+        "build-map",
+        help="build a keyframe map from bags (in the first bag's frame, through their UTM origins)",
+    )
+    build_map.add_argument(
+        "bags",
+        type=Path,
+        nargs="+",
+        metavar="BAG",
+        help="bags with /ins/odometry and a camera, e.g. from 'vbl convert'",
+    )
     build_map.add_argument("--out", type=Path, required=True, help="the map folder to create")
+    replace = build_map.add_mutually_exclusive_group()
+    replace.add_argument(
+        "--overwrite", action="store_true", help="replace an existing map at --out (atomically)"
+    )
+    replace.add_argument(
+        "--add",
+        action="store_true",
+        help="add the bags' keyframes to the map at --out, in its frame (atomically)",
+    )
     build_map.add_argument("--model", type=Path, help="a model file (default: the embedded pretrained model)")
     build_map.add_argument("--spacing", type=float, help="metres between keyframes")
     build_map.add_argument(

@@ -1,22 +1,22 @@
-"""The ``build_map`` step: a bag's frames every few metres -> descriptors -> a saved keyframe map."""
+"""The ``build_map`` step: bags' frames every few metres -> descriptors -> a saved keyframe map in one frame."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, OutputExistsError
-from vbl_ros.geometry.utm import UtmOrigin, utm_to_latlon
+from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import FlatIndexConfig, IndexConfig, index_config
 from vbl_ros.mapping.store import Keyframe, KeyframeMap
 
 if TYPE_CHECKING:
-    from vbl_ros.bags import Trajectory
+    from vbl_ros.geometry.trajectory import Trajectory
     from vbl_ros.model import DescriptorExtractor
 
 __all__ = ["FLAT_ADVICE_KEYFRAMES", "MapConfig", "build_map"]
@@ -60,81 +60,113 @@ class MapConfig:
 
 
 def build_map(
-    bag: Path | str,
+    bags: Path | str | Sequence[Path | str],
     out: Path | str,
     *,
     model: Path | str | None = None,
     config: MapConfig | None = None,
     overwrite: bool = False,
+    add: bool = False,
 ) -> Path:
-    """Build a keyframe map from a bag (docs/CONTRACTS.md) and save it to the folder ``out``.
+    """Build a keyframe map from one or several bags (docs/CONTRACTS.md) and save it to the folder ``out``.
 
-    A frame becomes a keyframe each ``config.spacing_m`` metres travelled along the INS track
+    A frame becomes a keyframe each ``config.spacing_m`` metres travelled along its bag's INS track
     (``/ins/odometry``, interpolated at the image stamp); frames outside the track are skipped.
     Only keyframes are decoded; descriptors are computed in batches.
 
+    One map has one frame: the first bag's ``map`` frame (with ``add``, the existing map's), and the
+    poses of every other bag are brought into it through the bags' UTM origins, so drives that
+    started in different places line up. Every bag's frame is checked before any descriptor is
+    computed.
+
     Args:
-        bag: the bag.
-        out: the map folder to create.
-        model: a model file; ``None`` = the embedded default model.
+        bags: the bag, or several bags (e.g. drives in different conditions).
+        out: the map folder to create (with ``add``: the map to grow).
+        model: a model file; ``None`` = the embedded default model. With ``add``, it must be the
+            model the map was built with.
         config: spacing, index, batch size, camera topic, device.
         overwrite: replace an existing map at ``out``.
+        add: add the bags' keyframes to the existing map at ``out`` (replaced atomically).
 
     Returns:
         ``out``.
 
     Raises:
-        OutputExistsError: ``out`` exists and ``overwrite`` is false.
-        MissingDataError: the bag lacks the camera or odometry topic.
-        MapError: no frame lies on the INS track.
+        OutputExistsError: ``out`` exists and neither ``overwrite`` nor ``add`` is given.
+        MapError: ``add`` without a map at ``out``, or no frame lies on any INS track.
+        FrameMismatchError: several bags (or a bag and the map) whose frames cannot be related
+            (a UTM origin missing, or another UTM zone).
+        MissingDataError: a bag lacks the camera or odometry topic.
+        ModelMismatchError: ``add`` with another model than the map's.
     """
-    from vbl_ros.bags import read_utm_origin
+    from vbl_ros.bags import read_odometry
     from vbl_ros.model import DescriptorExtractor, default_model, load_model
 
     config = config or MapConfig()
-    bag, out = Path(bag), Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out}: exists; choose another --out or remove it")
-    logger.info("build_map %s -> %s with %s", bag, out, config)
-    origin = read_utm_origin(bag)
-    if origin is None:
-        logger.warning("%s: no UTM origin (/map/utm_origin); the map frame is not geo-referenced", bag)
+    bag_list = [Path(bags)] if isinstance(bags, str | Path) else [Path(b) for b in bags]
+    out = Path(out)
+    if not bag_list:
+        raise ConfigError("build_map needs at least one bag")
+    if add and overwrite:
+        raise ConfigError("choose one of add (grow the map) and overwrite (replace it)")
+    if add and not out.exists():
+        raise MapError(f"{out}: no map to add to; build it first without --add")
+    if out.exists() and not (overwrite or add):
+        raise OutputExistsError(f"{out}: exists; choose another --out, --overwrite it or --add to it")
+    logger.info("build_map %s -> %s with %s", [str(b) for b in bag_list], out, config)
     net = load_model(model) if model is not None else default_model()
     extractor = DescriptorExtractor(net, config.device, batch_size=config.batch_size)
-    kmap = KeyframeMap.create(extractor.dim, extractor.fingerprint, origin, config.index)
-    _add_keyframes(kmap, bag, origin, extractor, config, label=out.name)
-    if len(kmap) == 0:
-        raise MapError(f"{bag}: no camera frame lies within the INS track; cannot build a map")
-    if isinstance(config.index, FlatIndexConfig) and len(kmap) > FLAT_ADVICE_KEYFRAMES:
+    if add:
+        kmap = KeyframeMap.load(out, expected_fingerprint=extractor.fingerprint, mmap=False)
+    else:
+        origin = read_odometry(bag_list[0]).origin
+        if origin is None:
+            logger.warning(
+                "%s: no UTM origin (/map/utm_origin); the map frame is not geo-referenced", bag_list[0]
+            )
+        kmap = KeyframeMap.create(extractor.dim, extractor.fingerprint, origin, config.index)
+    # Every bag in the map's frame first: a bag that cannot be related fails before any descriptor.
+    trajectories = [read_odometry(bag) for bag in bag_list]
+    if add or len(bag_list) > 1:
+        trajectories = [t.in_frame(kmap.utm_origin) for t in trajectories]
+    before = len(kmap)
+    for bag, trajectory in zip(bag_list, trajectories, strict=True):
+        added = _add_keyframes(kmap, bag, trajectory, extractor, config, label=out.name)
+        logger.info("%s: %d keyframes", bag, added)
+    if len(kmap) == before:
+        raise MapError(
+            f"{', '.join(map(str, bag_list))}: no camera frame lies within the INS track; cannot build a map"
+        )
+    if isinstance(kmap.index_config, FlatIndexConfig) and len(kmap) > FLAT_ADVICE_KEYFRAMES:
         logger.warning(
             "%d keyframes in an exact (flat) map: a query reads them all (~7 ms per 100k keyframes on "
             "a CPU core); rebuild with '--index pq' for ~2 ms at 1M (benchmarks/README.md)",
             len(kmap),
         )
     kmap.save(out)
-    logger.info("built %r from %s", kmap, bag)
+    logger.info("built %r from %s", kmap, [str(b) for b in bag_list])
     return out
 
 
 def _add_keyframes(
     kmap: KeyframeMap,
     bag: Path,
-    origin: UtmOrigin | None,
+    trajectory: Trajectory,
     extractor: DescriptorExtractor,
     config: MapConfig,
     *,
     label: str,
 ) -> int:
-    """Add the keyframes of one bag to ``kmap`` (positions in the bag's map frame); return how many."""
+    """Add the keyframes of one bag to ``kmap`` (``trajectory``: the bag's odometry in the map's
+    frame); return how many."""
     from tqdm import tqdm
 
-    from vbl_ros.bags import read_camera_frames, read_odometry
+    from vbl_ros.bags import read_camera_frames
 
-    trajectory = read_odometry(bag)
     keep = _every_spacing(trajectory, config.spacing_m)
-    to_latlon = _latlon_function(bag, origin)
+    to_latlon = _latlon_function(bag, trajectory.origin)
     total_m = float(trajectory.arc_length(trajectory.stamps_ns[-1])[0])
-    bar = tqdm(total=int(total_m // config.spacing_m) + 1, unit="kf", desc=f"map {label}")
+    bar = tqdm(total=int(total_m // config.spacing_m) + 1, unit="kf", desc=f"map {label}", disable=None)
     before = len(kmap)
     pending_images: list[np.ndarray] = []
     pending_stamps: list[int] = []
@@ -190,14 +222,7 @@ def _latlon_function(bag: Path, origin: UtmOrigin | None) -> Callable[[np.ndarra
     """``f(positions (N, 3), stamps (N,)) -> (N, 2)`` latitude, longitude: from the UTM origin,
     else interpolated from ``/gps/fix``, else nan."""
     if origin is not None:
-
-        def from_utm(positions: np.ndarray, _stamps: np.ndarray) -> np.ndarray:
-            lat, lon = utm_to_latlon(
-                positions[:, 0] + origin.easting, positions[:, 1] + origin.northing, origin.zone
-            )
-            return np.stack([np.asarray(lat, float), np.asarray(lon, float)], axis=1)
-
-        return from_utm
+        return lambda positions, _stamps: origin.to_latlon(positions)
     from vbl_ros.bags import read_gps
 
     gps = read_gps(bag)
