@@ -46,7 +46,7 @@ __all__ = ["SimConfig", "simulate", "traversal_name", "camera_model", "ned_from_
 
 log = logging.getLogger(__name__)
 
-REAL_WIDTH, REAL_HEIGHT = 1280, 960
+REAL_WIDTH = 1280  # the stereo camera's width: the simulated intrinsics are scaled from it
 _LMS_SECTION_M = 30.0  # route length per ray-casting model
 
 
