@@ -124,3 +124,15 @@ def test_revisits_respect_the_exclusion_window() -> None:
     assert flags.tolist() == [False, False, False, False, False, True, True]
     assert revisited(stamps, xy, 25.0, 0).tolist() == [True] * 7  # each frame is within 0 s of itself
     assert revisited(stamps[:0], xy[:0], 25.0, 0).shape == (0,)
+
+
+def test_revisits_agree_with_all_pairs() -> None:
+    rng = np.random.default_rng(0)
+    stamps = np.sort(rng.integers(0, 10**12, 400))
+    xy = rng.uniform(0, 300, (400, 2))
+    xy[7] = np.nan  # a frame without truth: never a revisit, never revisited
+    close = np.linalg.norm(xy[:, None] - xy[None], axis=2) <= 25.0
+    old_enough = stamps[None, :] <= stamps[:, None] - 50_000_000_000
+    expected = (close & old_enough).any(axis=1)
+    assert 0.2 < expected.mean() < 0.98
+    assert np.array_equal(revisited(stamps, xy, 25.0, 50_000_000_000), expected)

@@ -83,27 +83,37 @@ def revisited(stamps_ns: np.ndarray, xy: np.ndarray, radius_m: float, exclude_ns
     """``(F,)`` whether frame ``i`` lies within ``radius_m`` of a frame at least ``exclude_ns`` older.
 
     These are the frames of a drive for which a loop-closure candidate can be right (the localizer
-    searches only session keyframes older than its ``loop_exclude_recent_s``). Exact, in chunks:
-    O(F^2) distance evaluations, about a second for 20k frames.
+    searches only session keyframes older than its ``loop_exclude_recent_s``). Exact: frames are
+    bucketed in a grid of ``radius_m`` cells and each is compared with the old-enough frames of the
+    3 x 3 cells around it. Frames with a ``nan`` position are never revisits nor revisited.
     """
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
     points = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    order = np.argsort(stamps, kind="stable")
-    s, p = stamps[order], points[order]
-    eligible = np.searchsorted(s, s - int(exclude_ns), side="right")  # frames [0, eligible[i]) are old enough
-    out = np.zeros(len(s), dtype=bool)
-    chunk = max(1, 4_000_000 // max(1, len(s)))
-    for start in range(0, len(s), chunk):
-        stop = min(len(s), start + chunk)
-        width = int(eligible[stop - 1])
-        if width == 0:
-            continue
-        dist = np.linalg.norm(p[start:stop, None, :] - p[None, :width, :], axis=2)
-        dist[np.arange(width)[None, :] >= eligible[start:stop, None]] = math.inf
-        out[start:stop] = (dist <= radius_m).any(axis=1)
-    result = np.zeros(len(s), dtype=bool)
-    result[order] = out
-    return result
+    out = np.zeros(len(stamps), dtype=bool)
+    finite = np.flatnonzero(np.isfinite(points).all(axis=1))
+    if not len(finite):
+        return out
+    cells: dict[tuple[int, int], list[int]] = {}
+    keys = np.floor(points[finite] / radius_m).astype(np.int64)
+    for i in finite[np.argsort(stamps[finite], kind="stable")]:  # each cell's frames in time order
+        cells.setdefault(
+            (int(np.floor(points[i, 0] / radius_m)), int(np.floor(points[i, 1] / radius_m))), []
+        ).append(i)
+    members = {key: (np.array(idx), stamps[idx]) for key, idx in cells.items()}
+    for i, (cx, cy) in zip(finite, keys, strict=True):
+        newest = stamps[i] - int(exclude_ns)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                cell = members.get((int(cx) + dx, int(cy) + dy))
+                if cell is None:
+                    continue
+                old = cell[0][: np.searchsorted(cell[1], newest, side="right")]
+                if len(old) and (np.linalg.norm(points[old] - points[i], axis=1) <= radius_m).any():
+                    out[i] = True
+                    break
+            if out[i]:
+                break
+    return out
 
 
 @dataclass(frozen=True)
