@@ -19,6 +19,7 @@ from vbl_ros.evaluation import (
     load_report,
     write_report,
 )
+from vbl_ros.evaluation.report import metrics_table
 from vbl_ros.keyframe_map import Keyframe
 from vbl_ros.localizer import LocalizationResult, LoopCandidate, Match, PosePrior
 
@@ -188,3 +189,12 @@ def test_compare_reports_side_by_side(tmp_path: Path) -> None:
     for path in plots:
         assert path.parent == tmp_path / "cmp" and path.read_bytes()[:8] == PNG
         assert f"]({path.name})" in markdown
+
+
+def test_a_table_of_reports_with_different_radii_says_so() -> None:
+    results, truth = _drive(0.0, 0)
+    wide = evaluate_localization(results, truth, threshold_m=50.0)
+    narrow = evaluate_localization(results, truth, threshold_m=1.0)
+    table = metrics_table({"50 m": wide, "1 m": narrow})
+    assert "| success radius | 50 m | 1 m |" in table
+    assert "| recall@1 within the success radius | 75.0 % | 0.0 % |" in table

@@ -255,10 +255,11 @@ def compare(reports: Mapping[str, EvaluationReport], out_dir: Path | str) -> tup
 
 def metrics_table(columns: Mapping[str, LocalizationReport]) -> str:
     """A markdown table: one row per metric, one column per report."""
-    first = next(iter(columns.values()))
-    thr = f"{first.threshold_m:g} m"
+    radii = {r.threshold_m for r in columns.values()}
+    thr = f"{radii.pop():g} m" if len(radii) == 1 else "the success radius"
     ns = sorted({n for r in columns.values() for n in r.recall_at})
     rows: list[tuple[str, Callable[[LocalizationReport], str]]] = [
+        ("success radius", lambda r: f"{r.threshold_m:g} m"),
         ("frames sent / processed / dropped / rejected", _frames),
         (f"frames without a map keyframe within {thr}", lambda r: str(r.frames_without_map_place)),
         ("frames without ground truth (not judged)", lambda r: str(r.frames_without_truth)),
