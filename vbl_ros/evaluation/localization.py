@@ -586,7 +586,8 @@ def evaluate_localization(
             ``None``: no heading error.
         query_trajectory: the query drive's truth in the map's frame, to place loop candidates (a
             :class:`~vbl_ros.geometry.trajectory.Trajectory` or ``stamps_ns -> (N, 2|3)``);
-            ``None``: interpolated between the frames' own true positions.
+            ``None``: interpolated between the frames' own true positions. (The candidates' own
+            ``position``, from the robot's odometry, is not used.)
         frames: frames sent/processed/dropped/rejected; ``None``: those of an offline replay
             (:meth:`FrameCounts.of`).
         config: what counts as right (:class:`EvaluationConfig` defaults: 25 m, R@1/5/10/20).
