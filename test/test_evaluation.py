@@ -1,14 +1,11 @@
-"""The shared evaluation routine: recall@N within 25 m, top-1 error, localization scores, route plot."""
+"""Retrieval evaluation of descriptors (recall@N within 25 m, top-1 error, off-map queries) and the route plot."""
 
 from __future__ import annotations
-
-import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from vbl_ros.evaluation import evaluate_localization, evaluate_retrieval, plot_route
+from vbl_ros.evaluation import evaluate_retrieval, plot_route
 from vbl_ros.mapping import Keyframe, KeyframeMap
 
 
@@ -58,38 +55,15 @@ def test_bad_inputs_are_refused(route) -> None:
         evaluate_retrieval(query_desc, query_pos, map_desc)
 
 
-def _result(prior_xy, match_xy, ms=(20.0, 1.0)):
-    kf = Keyframe(0, (*match_xy, 0.0), (0.0, 0.0, 0.0, 1.0)) if match_xy is not None else None
-    prior = SimpleNamespace(position=(*prior_xy, 0.0)) if prior_xy is not None else None
-    matches = (SimpleNamespace(keyframe=kf),) if kf is not None else ()
-    return SimpleNamespace(pose_prior=prior, matches=matches, descriptor_ms=ms[0], search_ms=ms[1])
-
-
-def test_localization_report() -> None:
-    truth = np.zeros((4, 3))
-    results = [
-        _result((3.0, 4.0), (3.0, 4.0)),  # published, 5 m off
-        _result((100.0, 0.0), (100.0, 0.0)),  # published, wrong
-        _result(None, (10.0, 0.0)),  # not published, top-1 right
-        _result(None, None),  # nothing at all
-    ]
-    report = evaluate_localization(results, truth, threshold_m=20.0, latencies_ms=[21.0, 21.0, np.nan, 21.0])
-    assert report.threshold_m == 20.0
-    assert report.fraction_published == 0.5
-    assert report.precision == 0.5
-    assert report.recall_at_1 == 0.5
-    assert report.median_error_m == pytest.approx(52.5)
-    assert math.isnan(report.errors_m[2])
-    assert (
-        report.latency is not None
-        and report.latency.count == 3
-        and report.latency.p95_ms == pytest.approx(21.0)
+def test_queries_without_a_keyframe_in_range_are_counted_apart(route) -> None:
+    map_desc, map_pos, query_desc, query_pos = route
+    far = query_pos[:5] + np.array([0.0, 500.0, 0.0])  # 500 m off the route: cannot be right
+    report = evaluate_retrieval(
+        np.r_[query_desc, query_desc[:5]], np.r_[query_pos, far], map_desc, map_pos, ks=(1, 5)
     )
-    summary = report.summary()
-    assert (
-        "pose priors for 2 frames (50.0 %)" in summary and "within 20 m" in summary and "25 m" not in summary
-    )
-    assert evaluate_localization(results, truth).latency is None
+    assert int((~report.has_positive).sum()) == 5
+    assert report.recalls == {1: pytest.approx(0.8), 5: pytest.approx(1.0)}  # as without them
+    assert report.to_dict()["num_with_positive"] == 50
 
 
 def test_plot_route_writes_a_png(route, tmp_path) -> None:

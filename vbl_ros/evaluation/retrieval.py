@@ -2,17 +2,21 @@
 
 :func:`evaluate_retrieval`: descriptors -> exact FAISS search (or a :class:`KeyframeMap`'s own
 index) -> recall@N within ``threshold_m`` (horizontal distance in one frame: the map's, see
-:mod:`vbl_ros.evaluation.ground_truth`) and the top-1 position error.
+:mod:`vbl_ros.evaluation.ground_truth`) and the top-1 position error. Recall counts the queries that
+have a map keyframe within ``threshold_m``, as :func:`~vbl_ros.evaluation.localization.evaluate_localization`
+does for a replay's matches.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from vbl_ros.evaluation.metrics import nearest_distances
 from vbl_ros.mapping import KeyframeMap
 
 __all__ = ["RetrievalReport", "evaluate_retrieval", "horizontal"]
@@ -34,7 +38,8 @@ class RetrievalReport:
 
     Attributes:
         ks: the N of recall@N.
-        recalls: recall@N (fraction of queries with a keyframe within ``threshold_m`` among the top N).
+        recalls: recall@N: the fraction of queries with a keyframe within ``threshold_m`` among their
+            top N, over the queries that have one in the map at all (``has_positive``; ``nan`` if none).
         threshold_m: success radius (horizontal metres).
         median_error_m: median horizontal distance between each query and its top-1 keyframe.
         correct: ``(Q, len(ks))`` bool, query q correct at ``ks[j]``.
@@ -139,15 +144,12 @@ def evaluate_retrieval(
     within = dist <= threshold_m
     first_hit = np.where(within.any(axis=1), within.argmax(axis=1), np.iinfo(np.int64).max)
     correct = np.stack([first_hit < k for k in ks], axis=1)
-    recalls = {k: float(correct[:, j].mean()) for j, k in enumerate(ks)}
-    # any keyframe in range at all (the best any method could do); centred for float32 precision
-    import faiss
-
-    centre = m_pos.mean(axis=0)
-    positions_index = faiss.IndexFlatL2(2)
-    positions_index.add(np.ascontiguousarray(m_pos - centre, dtype=np.float32))
-    nearest_sq, _ = positions_index.search(np.ascontiguousarray(q_pos - centre, dtype=np.float32), 1)
-    nearest = np.sqrt(np.maximum(nearest_sq[:, 0], 0.0))
+    # queries with no keyframe in range cannot be right: counted apart, as evaluate_localization does
+    has_positive = nearest_distances(m_pos, q_pos) <= threshold_m
+    recalls = {
+        k: float(correct[has_positive, j].mean()) if has_positive.any() else math.nan
+        for j, k in enumerate(ks)
+    }
     report = RetrievalReport(
         ks=ks,
         recalls=recalls,
@@ -157,7 +159,7 @@ def evaluate_retrieval(
         top1_ids=ids[:, 0],
         top1_scores=np.asarray(scores, dtype=np.float32)[:, 0],
         top1_errors_m=dist[:, 0],
-        has_positive=nearest <= threshold_m,
+        has_positive=has_positive,
     )
     logger.info("retrieval: %s", report.summary())
     return report
