@@ -21,6 +21,7 @@ __all__ = [
     "ModelMismatchError",
     "MapError",
     "BadFrameError",
+    "ReportError",
 ]
 
 
@@ -76,3 +77,7 @@ class MapError(VblError):
 
 class BadFrameError(VblError):
     """A camera frame cannot be used (unknown encoding, wrong size, corrupt data)."""
+
+
+class ReportError(VblError):
+    """An evaluation ``report.json`` is missing, not JSON, or of another schema or version."""

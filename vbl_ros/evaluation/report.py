@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from vbl_ros.errors import OutputExistsError, VblError
+from vbl_ros.errors import OutputExistsError, ReportError
 from vbl_ros.evaluation.localization import LocalizationReport, combine
 from vbl_ros.evaluation.metrics import PrecisionRecall
 from vbl_ros.evaluation.plots import (
@@ -75,10 +75,6 @@ logger = logging.getLogger(__name__)
 SCHEMA = "vbl.evaluation.report"
 SCHEMA_VERSION = 1
 ALL = "all"
-
-
-class ReportError(VblError):
-    """A ``report.json`` is missing, not JSON, or of another schema or version."""
 
 
 @dataclass(frozen=True)
