@@ -35,10 +35,10 @@ _RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
 
 
 def profile_env(profile: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """``{PROFILE_VARIABLE: profile}``, or ``{}`` when ``environ`` (default: this process's) already
-    names a profile: a robot-wide profile is kept, as the launch file keeps it."""
+    """``{PROFILE_VARIABLE: profile}``, or ``{}`` when ``environ`` (default: this process's) sets the
+    variable already: a robot-wide profile (or an empty value: none) is kept, as the launch file keeps it."""
     environ = dict(os.environ) if environ is None else environ
-    if environ.get(PROFILE_VARIABLE):
+    if PROFILE_VARIABLE in environ:
         return {}
     return {PROFILE_VARIABLE: str(profile)}
 
