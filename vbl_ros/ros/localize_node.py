@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
@@ -109,10 +110,10 @@ class _Stats:
         self.priors = 0
         self.loop_messages = 0
         self.failed = 0
+        self.inference_threads = 0
         self.lost = 0
         self.lost_at_last_report = 0
         self.received_at_last_report = 0
-        self.incompatible_publishers = 0
         self.last_bad = ""
         self.last_rejected = ""
         self.last_received = 0.0
@@ -195,9 +196,9 @@ class LocalizeNode(Node):
 
         self._image_type = CompressedImage if self._params.image_transport == "compressed" else Image
         self._image_topic = self.resolve_topic_name("image")
-        self._publishers: list[TopicEndpointInfo] = self.get_publishers_info_by_topic(self._image_topic)
-        self._publishers_since: float | None = time.monotonic() if self._publishers else None
-        self._image_sub = self._subscribe_images(self._wanted_reliability(self._publishers))
+        self._image_publishers: list[TopicEndpointInfo] = self.get_publishers_info_by_topic(self._image_topic)
+        self._image_publishers_since: float | None = time.monotonic() if self._image_publishers else None
+        self._image_sub = self._subscribe_images(self._wanted_reliability(self._image_publishers))
         self._odom_sub = None
         if self._params.use_odometry:
             self._odom_sub = self.create_subscription(
@@ -207,7 +208,7 @@ class LocalizeNode(Node):
         self.get_logger().info(
             f"ready: {self._image_type.__name__} on {self._image_sub.topic_name} "
             f"({describe_qos(self._image_sub.qos_profile)}; image_qos {self._params.image_qos}, "
-            f"publishers: {_describe_publishers(self._publishers)})"
+            f"publishers: {_describe_publishers(self._image_publishers)})"
             + (f", odometry on {self._odom_sub.topic_name}" if self._odom_sub else "")
         )
 
@@ -240,11 +241,11 @@ class LocalizeNode(Node):
         """Follow the publishers on the image topic; with ``image_qos: auto``, re-subscribe when they
         call for the other reliability (a frame in flight during the switch can be lost)."""
         publishers = self.get_publishers_info_by_topic(self._image_topic)
-        if publishers and not self._publishers:
-            self._publishers_since = time.monotonic()
+        if publishers and not self._image_publishers:
+            self._image_publishers_since = time.monotonic()
         elif not publishers:
-            self._publishers_since = None
-        self._publishers = publishers
+            self._image_publishers_since = None
+        self._image_publishers = publishers
         wanted = self._wanted_reliability(publishers)
         if wanted != self._image_sub.qos_profile.reliability:
             self.destroy_subscription(self._image_sub)
@@ -259,8 +260,6 @@ class LocalizeNode(Node):
             self._stats.lost += int(info.total_count_change)
 
     def _on_incompatible_publisher(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
-        with self._lock:
-            self._stats.incompatible_publishers = int(info.total_count)
         self.get_logger().warning(
             f"a publisher on {self._image_topic} offers a QoS this node's subscription "
             f"({describe_qos(self._image_sub.qos_profile)}) cannot match (policy "
@@ -288,6 +287,12 @@ class LocalizeNode(Node):
     # --- worker thread ---------------------------------------------------------------------------
 
     def _work(self) -> None:
+        # torch's intra-op thread count as this thread (where inference runs) sees it: the value
+        # DescriptorExtractor set (OpenMP settings are per thread; other libraries may change the
+        # main thread's)
+        threads = torch.get_num_threads()
+        with self._lock:
+            self._stats.inference_threads = threads
         while True:
             with self._lock:
                 while self._pending is None and not self._stopping:
@@ -386,10 +391,10 @@ class LocalizeNode(Node):
                 "last_rejected_reason": s.last_rejected,
                 "image_topic": self._image_topic,
                 "image_qos": f"{describe_qos(self._image_sub.qos_profile)} ({self._params.image_qos})",
-                "image_publishers": _describe_publishers(self._publishers),
+                "image_publishers": _describe_publishers(self._image_publishers),
                 "map": self._params.map or "(none)",
                 "device": self._params.device,
-                "inference_threads": self._params.inference_threads,
+                "inference_threads": s.inference_threads,
             }
 
     def _transport_problem(self) -> str | None:
@@ -405,7 +410,7 @@ class LocalizeNode(Node):
             stats.received_at_last_report, stats.lost_at_last_report = stats.received, stats.lost
             last_received = stats.last_received if stats.received else None
         sides = (
-            f"publishers: {_describe_publishers(self._publishers)}; "
+            f"publishers: {_describe_publishers(self._image_publishers)}; "
             f"this node: {describe_qos(self._image_sub.qos_profile)} (image_qos {self._params.image_qos})"
         )
         if new_lost:
@@ -415,11 +420,11 @@ class LocalizeNode(Node):
                 f"({new_received} received, {new_lost} lost by the middleware since the last report); "
                 f"{sides}; {_TRANSPORT_HINT}"
             )
-        if self._publishers and self._publishers_since is not None:
-            quiet_s = now - max(self._publishers_since, last_received or 0.0)
+        if self._image_publishers and self._image_publishers_since is not None:
+            quiet_s = now - max(self._image_publishers_since, last_received or 0.0)
             if quiet_s > 5.0 * max(self._params.diagnostics_period, 1.0):
                 return (
-                    f"{len(self._publishers)} publisher(s) on {self._image_topic} but no frame arrived "
+                    f"{len(self._image_publishers)} publisher(s) on {self._image_topic} but no frame arrived "
                     f"in {quiet_s:.0f} s; {sides}; {_TRANSPORT_HINT}"
                 )
         return None
@@ -436,7 +441,7 @@ class LocalizeNode(Node):
             silent_s = time.monotonic() - self._stats.last_received if self._stats.received else None
         if problem:
             level, message = DiagnosticStatus.WARN, problem
-        elif not self._publishers:
+        elif not self._image_publishers:
             level, message = DiagnosticStatus.WARN, f"no publisher on {self._image_topic}"
         elif values["frames_received"] == 0:
             level, message = DiagnosticStatus.WARN, "no image received yet"
