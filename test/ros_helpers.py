@@ -28,16 +28,19 @@ def unique_domain_id() -> int:
 
 
 class LocalizeProcess:
-    """The ``localize`` executable started exactly as ``ros2 launch`` would start it."""
+    """The ``localize`` executable started exactly as ``ros2 launch`` would start it (with the
+    packaged Fast DDS profile in its environment, unless ``fastdds_profile`` is false)."""
 
-    def __init__(self, ros_args: Sequence[str], domain_id: int, log_path: Path) -> None:
+    def __init__(
+        self, ros_args: Sequence[str], domain_id: int, log_path: Path, *, fastdds_profile: bool = True
+    ) -> None:
         self.command = [str(LOCALIZE), "--ros-args", *ros_args]
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
             self.command,
             cwd=REPO,
-            env=ros_env(domain_id),
+            env=ros_env(domain_id, fastdds_profile=fastdds_profile),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
