@@ -379,7 +379,8 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
         assert best.keyframe_stamp_ns == 2001 * NS and best.score > 0.99
         assert best.position == pytest.approx((0.0, 0.0, 0.0)) and best.orientation == (0.0, 0.0, 0.0, 1.0)
         values = session.diagnostics(lambda d: int(d["frames_processed"]) >= 3)
-        assert int(values["frames_bad"]) == 1 and "corrupt" in values["last_bad_frame"]
+        # >= 1: send_bad publishes again each second until the node's diagnostics count the frame
+        assert int(values["frames_bad"]) >= 1 and "corrupt" in values["last_bad_frame"]
         assert values["inference_threads"] == "2"  # torch's thread count in the node's process
     finally:
         session.probe.close()
