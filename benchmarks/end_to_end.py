@@ -13,9 +13,11 @@ which the node publishes for every processed frame, stamped with the image stamp
 only the newest frame while busy). Reported: p50/p95/max latency, dropped frames, and the node's own
 ``/diagnostics`` latency (callback -> published). A unique ``ROS_DOMAIN_ID``, discovery on this host.
 
-    .venv/bin/python benchmarks/end_to_end.py [--quick] [--device auto|cpu|cuda]
+    .venv/bin/python benchmarks/end_to_end.py [--quick] [--device auto|cpu|cuda] [--size 1920x1080]
 
-writes ``benchmarks/results/end_to_end.json`` (``--quick``: 5 s of frames, ``end_to_end_quick.json``).
+writes ``benchmarks/results/end_to_end.json`` (``--quick``: 5 s of frames, ``end_to_end_quick.json``;
+``--size WxH``: the frames are published at that size, as a real camera would, and the results go
+to ``end_to_end_WxH.json``: transport of the large frame and the node's shrink-first decoding included).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -80,87 +81,30 @@ def build_small_map(
     return path, scenes, h, w
 
 
-class Client:
-    """This process's rclpy side: an image publisher and output subscribers, spun in a thread."""
+def image_msg(rgb: np.ndarray, stamp_ns: int):
+    """An ``rgb8`` ``sensor_msgs/Image`` of ``rgb`` stamped ``stamp_ns``."""
+    from sensor_msgs.msg import Image
 
-    def __init__(self, domain_id: int) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseWithCovarianceStamped
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import Image, PointCloud2
+    from vbl_ros.ros.messages import ns_to_stamp
 
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(f"vbl_benchmark_{os.getpid()}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.image_pub = self.node.create_publisher(Image, "/image", qos_profile_sensor_data)
-        self.Image = Image
-        self.lock = threading.Lock()
-        self.prior_at: dict[int, float] = {}
-        self.matches_at: dict[int, float] = {}
-        self.diagnostics: dict[str, str] = {}
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(PoseWithCovarianceStamped, "/pose_prior", self._on_prior, qos)
-        self.node.create_subscription(PointCloud2, "/map_matches", self._on_matches, qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._running = True
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self._running:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    @staticmethod
-    def _ns(header) -> int:
-        return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
-
-    def _on_prior(self, msg) -> None:
-        now = time.monotonic()
-        with self.lock:
-            self.prior_at.setdefault(self._ns(msg.header), now)
-
-    def _on_matches(self, msg) -> None:
-        now = time.monotonic()
-        with self.lock:
-            self.matches_at.setdefault(self._ns(msg.header), now)
-
-    def _on_diagnostics(self, msg) -> None:
-        if msg.status:
-            with self.lock:
-                self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
-
-    def image_msg(self, rgb: np.ndarray, stamp_ns: int):
-        from vbl_ros.ros.messages import ns_to_stamp
-
-        msg = self.Image()
-        msg.header.stamp = ns_to_stamp(stamp_ns)
-        msg.header.frame_id = "camera"
-        msg.height, msg.width = rgb.shape[:2]
-        msg.encoding = "rgb8"
-        msg.step = rgb.shape[1] * 3
-        msg.data = rgb.tobytes()
-        return msg
-
-    def answered(self, stamp_ns: int) -> float | None:
-        with self.lock:
-            return self.prior_at.get(stamp_ns, self.matches_at.get(stamp_ns))
-
-    def close(self) -> None:
-        import rclpy
-
-        self._running = False
-        self._thread.join(2.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+    msg = Image()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = "camera"
+    msg.height, msg.width = rgb.shape[:2]
+    msg.encoding = "rgb8"
+    msg.step = rgb.shape[1] * 3
+    msg.data = rgb.tobytes()
+    return msg
 
 
-def run(device: str, seconds: float, log: logging.Logger, workdir: Path) -> dict:
+def run(
+    device: str, seconds: float, log: logging.Logger, workdir: Path, size: tuple[int, int] | None = None
+) -> dict:
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from vbl_ros.ros.collector import OutputCollector
+    from vbl_ros.ros.messages import ns_to_stamp
     from vbl_ros.ros.process import find_share_file, localize_command, start_localize, stop_process
 
     domain_id = 1 + (os.getpid() * 31 + 7) % 100
@@ -169,6 +113,10 @@ def run(device: str, seconds: float, log: logging.Logger, workdir: Path) -> dict
     rng = np.random.default_rng(1)
     n_frames = int(seconds * RATE_HZ)
     frames = [perturbed(scenes[i % N_KEYFRAMES], rng) for i in range(n_frames)]
+    if size is not None:  # the camera's size: the node shrinks it back (INTER_AREA) before the network
+        # one distinct frame per keyframe, reused in turn (a 1920x1080 frame is 6 MB)
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in frames[:N_KEYFRAMES]]
+        h, w = frames[0].shape[:2]
     command = localize_command(
         params_file=find_share_file("config/localize.yaml"),
         parameters={
@@ -181,10 +129,11 @@ def run(device: str, seconds: float, log: logging.Logger, workdir: Path) -> dict
     log.info("node: %s (ROS_DOMAIN_ID=%d)", " ".join(command), domain_id)
     node_log = workdir / "localize.log"
     process = start_localize(command, domain_id=domain_id, log_path=node_log)
-    client = Client(domain_id)
+    collector = OutputCollector(domain_id, name="vbl_benchmark")
+    image_pub = collector.node.create_publisher(Image, "/image", qos_profile_sensor_data)
     try:
         deadline = time.monotonic() + 120
-        while client.image_pub.get_subscription_count() == 0:
+        while image_pub.get_subscription_count() == 0:
             if process.poll() is not None:
                 raise RuntimeError(f"localize exited with {process.returncode}:\n{node_log.read_text()}")
             if time.monotonic() > deadline:
@@ -195,9 +144,9 @@ def run(device: str, seconds: float, log: logging.Logger, workdir: Path) -> dict
         answered = 0
         for i in range(60):
             stamp = warm_stamp + i * 10**6
-            client.image_pub.publish(client.image_msg(frames[i % len(frames)], stamp))
+            image_pub.publish(image_msg(frames[i % len(frames)], stamp))
             time.sleep(0.5)
-            answered += client.answered(stamp) is not None
+            answered += collector.answered_at(stamp) is not None
             if answered >= 3:
                 break
         if answered < 3:
@@ -206,39 +155,36 @@ def run(device: str, seconds: float, log: logging.Logger, workdir: Path) -> dict
         log.info(
             "publishing %d frames at %.0f Hz (others use %.0f%% of the CPU)", n_frames, RATE_HZ, 100 * busy
         )
-        msgs = [
-            client.image_msg(f, 1_600_000_000_000_000_000 + i * int(1e9 / RATE_HZ))
-            for i, f in enumerate(frames)
-        ]
         stamps = [1_600_000_000_000_000_000 + i * int(1e9 / RATE_HZ) for i in range(n_frames)]
-        published: dict[int, float] = {}
+        msgs = [image_msg(f, 0) for f in frames]
         node_cpu0 = _cpu_seconds(process.pid)
         with CpuMonitor() as monitor:
             t0 = time.monotonic()
-            for i, msg in enumerate(msgs):
+            for i, stamp in enumerate(stamps):
+                msg = msgs[i % len(msgs)]
+                msg.header.stamp = ns_to_stamp(stamp)
                 target = t0 + i / RATE_HZ
                 delay = target - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                published[stamps[i]] = time.monotonic()
-                client.image_pub.publish(msg)
+                collector.note_sent(stamp)
+                image_pub.publish(msg)
             time.sleep(1.0)  # the last answers
             window_s = time.monotonic() - t0
             node_share = (_cpu_seconds(process.pid) - node_cpu0) / (window_s * (os.cpu_count() or 1))
         time.sleep(max(0.0, 2.5 - 1.0))  # a last diagnostics message
         latencies, via_matches, dropped = [], 0, 0
+        priors = collector.stamps("pose_prior")
         for stamp in stamps:
-            got = client.answered(stamp)
-            if got is None:
+            latency = collector.latency_s(stamp)
+            if latency is None:
                 dropped += 1
                 continue
-            with client.lock:
-                via_matches += stamp not in client.prior_at
-            latencies.append(got - published[stamp])
-        with client.lock:
-            diagnostics = dict(client.diagnostics)
+            via_matches += stamp not in priors
+            latencies.append(latency)
+        diagnostics = collector.diagnostics()
     finally:
-        client.close()
+        collector.close()
         status = stop_process(process)
         log.info("localize exited with %s", status)
     stats = percentiles_ms(latencies) if latencies else {}
@@ -276,7 +222,12 @@ def _float(v: str | None) -> float | None:
 
 
 def main(
-    *, quick: bool = False, device: str = "auto", seconds: float = 30.0, out: Path | None = None
+    *,
+    quick: bool = False,
+    device: str = "auto",
+    seconds: float = 30.0,
+    size: tuple[int, int] | None = None,
+    out: Path | None = None,
 ) -> Path:
     """Run the benchmark; write and return the JSON results path."""
     import torch
@@ -292,7 +243,7 @@ def main(
     info["cuda_available"] = cuda
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vbl-bench-e2e-") as tmp:
-        row = run(device, 5.0 if quick else seconds, log, Path(tmp))
+        row = run(device, 5.0 if quick else seconds, log, Path(tmp), size)
     target = TARGET_GPU_P95_MS if device == "cuda" else TARGET_CPU_P95_MS
     met = bool(row.get("p95_ms", float("inf")) <= target)
     print(
@@ -328,7 +279,8 @@ def main(
         "load_average_at_end": load_average(),
         "wall_s": time.perf_counter() - t_start,
     }
-    return write_results(NAME + ("_quick" if quick else ""), payload, out)
+    suffix = ("_quick" if quick else "") + (f"_{size[0]}x{size[1]}" if size else "")
+    return write_results(NAME + suffix, payload, out)
 
 
 if __name__ == "__main__":
@@ -336,6 +288,8 @@ if __name__ == "__main__":
     p.add_argument("--quick", action="store_true", help="5 s of frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seconds", type=float, default=30.0, help="seconds of frames at 16 Hz")
+    p.add_argument("--size", default="", help="publish the frames at WxH (e.g. 1920x1080)")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"results: {main(quick=a.quick, device=a.device, seconds=a.seconds)}")
+    frame_size = tuple(int(v) for v in a.size.lower().split("x")) if a.size else None
+    print(f"results: {main(quick=a.quick, device=a.device, seconds=a.seconds, size=frame_size)}")

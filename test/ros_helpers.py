@@ -1,4 +1,4 @@
-"""Helpers for tests over real DDS: the installed ``localize`` executable and an rclpy probe node.
+"""Helpers for tests over real DDS: the installed ``localize`` executable and a probe around the collector.
 
 Every run gets its own ``ROS_DOMAIN_ID`` (from the pid and a counter) and discovery limited to
 this host, so parallel test runs do not see each other.
@@ -10,7 +10,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,19 @@ def unique_domain_id() -> int:
 
 
 class LocalizeProcess:
-    """The ``localize`` executable started exactly as ``ros2 launch`` would start it."""
+    """The ``localize`` executable started exactly as ``ros2 launch`` would start it (with the
+    packaged Fast DDS profile in its environment, unless ``fastdds_profile`` is false)."""
 
-    def __init__(self, ros_args: Sequence[str], domain_id: int, log_path: Path) -> None:
+    def __init__(
+        self, ros_args: Sequence[str], domain_id: int, log_path: Path, *, fastdds_profile: bool = True
+    ) -> None:
         self.command = [str(LOCALIZE), "--ros-args", *ros_args]
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
             self.command,
             cwd=REPO,
-            env=ros_env(domain_id),
+            env=ros_env(domain_id, fastdds_profile=fastdds_profile),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -64,72 +66,33 @@ class LocalizeProcess:
 
 
 class Probe:
-    """An rclpy node in its own context that publishes to and listens to the node under test."""
+    """The node's outputs (the shared :class:`~vbl_ros.ros.collector.OutputCollector`) plus a test's
+    camera and odometry publishers, in a context of their own on the node's domain."""
 
     def __init__(self, domain_id: int, *, compressed: bool = False, image_topic: str = "/cam/image") -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseWithCovarianceStamped
         from nav_msgs.msg import Odometry
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-        from visualization_msgs.msg import MarkerArray
+        from sensor_msgs.msg import CompressedImage, Image
 
-        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(f"vbl_test_probe_{os.getpid()}_{next(_counter)}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        from vbl_ros.ros.collector import OutputCollector
+
+        self.collector = OutputCollector(domain_id, name="vbl_test_probe")
+        self.node = self.collector.node
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(
             CompressedImage if compressed else Image, image_topic, qos
         )
         self.odom_pub = self.node.create_publisher(Odometry, "/odom", qos)
-        self.received: dict[str, list[tuple[float, Any]]] = {
-            "pose_prior": [],
-            "loop_candidates": [],
-            "map_matches": [],
-            "matches_markers": [],
-            "diagnostics": [],
-        }
-        for topic, msg_type in (
-            ("/pose_prior", PoseWithCovarianceStamped),
-            ("/loop_candidates", PointCloud2),
-            ("/map_matches", PointCloud2),
-            ("/matches_markers", MarkerArray),
-            ("/diagnostics", DiagnosticArray),
-        ):
-            key = topic.lstrip("/")
-            self.node.create_subscription(
-                msg_type, topic, lambda msg, key=key: self.received[key].append((time.monotonic(), msg)), qos
-            )
 
     def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self.collector.close()
 
     def spin_until(self, predicate: Callable[[], Any], timeout_s: float, *, every: Callable | None = None):
-        """Spin until ``predicate()`` is truthy (returned) or the timeout (``None``).
+        """Wait until ``predicate()`` is truthy (returned) or the timeout (``None``).
 
-        ``every`` is called once a second (e.g. to publish again over best-effort QoS).
+        ``every`` is called once a second (e.g. to publish again until the node answers).
         """
-        deadline = time.monotonic() + timeout_s
-        next_call = 0.0
-        while time.monotonic() < deadline:
-            if every is not None and time.monotonic() >= next_call:
-                every()
-                next_call = time.monotonic() + 1.0
-            self.executor.spin_once(timeout_sec=0.05)
-            value = predicate()
-            if value:
-                return value
-        return None
+        return self.collector.wait_for(predicate, timeout_s, every=every)
 
     def wait_for_node(self, process: LocalizeProcess, timeout_s: float = 60.0) -> None:
         """Wait until the node's image subscription is matched (it subscribes once ready)."""
@@ -143,18 +106,14 @@ class Probe:
             raise AssertionError(f"localize did not subscribe within {timeout_s} s:\n{process.output()}")
 
     def find(self, key: str, stamp_ns: int) -> tuple[float, Any] | None:
-        """The first message on ``key`` whose header stamp is ``stamp_ns``."""
-        for received_at, msg in self.received[key]:
-            stamp = getattr(msg, "header", None)
-            if stamp is None and key == "matches_markers":
-                stamp = msg.markers[0].header if msg.markers else None
-            if stamp is not None and stamp.stamp.sec * 10**9 + stamp.stamp.nanosec == stamp_ns:
-                return received_at, msg
-        return None
+        """The first message on ``key`` whose header stamp is ``stamp_ns``, with its arrival time."""
+        msg = self.collector.message(key, stamp_ns)
+        if msg is None:
+            return None
+        received_at = self.collector.received_at(key, stamp_ns)
+        assert received_at is not None
+        return received_at, msg
 
     def diagnostics(self) -> dict[str, str]:
         """Values of the latest diagnostics message (empty before the first)."""
-        if not self.received["diagnostics"]:
-            return {}
-        status = self.received["diagnostics"][-1][1].status[0]
-        return {kv.key: kv.value for kv in status.values} | {"_message": status.message}
+        return self.collector.diagnostics()

@@ -284,18 +284,38 @@ def test_diagnostics_report_latency_and_counts(raw_session: Session) -> None:
     print(f"node latency receive -> publish: p50 {p50:.1f} ms, p95 {p95:.1f} ms; {values}")
 
 
+def test_core_warnings_reach_the_nodes_ros_log(raw_session: Session, scenes) -> None:
+    """A ``logging`` warning of the core (the localizer's) is printed by the node's ROS logger."""
+    later, earlier = 1700 * NS, 1650 * NS  # time going back starts a new session, with a warning
+    raw_session.send(_raw_image(scenes[1], later), later)
+    raw_session.send(_raw_image(scenes[1], earlier), earlier)
+    lines = [line for line in raw_session.process.output().splitlines() if "time went back" in line]
+    assert lines, raw_session.process.output()[-3000:]
+    assert any(
+        line.startswith("[WARN]")
+        and "[localize.vbl_ros.localizer]" in line
+        and f"({earlier} < {later} ns)" in line
+        for line in lines
+    ), lines
+
+
+def test_one_inference_thread_by_default(raw_session: Session) -> None:
+    values = raw_session.diagnostics()
+    assert values["inference_threads"] == "1"
+    assert values["image_qos"] == "reliable, keep_last 4 (auto)"  # the probe publishes reliably
+    assert values["image_publishers"].endswith("(reliable)") and int(values["frames_lost"]) == 0
+
+
 def test_a_burst_is_not_queued_the_latest_frame_wins(raw_session: Session, scenes) -> None:
     """Frames arriving faster than they are processed replace each other: none is queued."""
+    raw_session.probe.spin_until(lambda: False, 2.5)  # two diagnostics periods: earlier frames counted
     settled = raw_session.diagnostics(lambda d: True)
     stamps = [1600 * NS + i * 10**7 for i in range(40)]
     for i, stamp_ns in enumerate(stamps):  # every 5 ms, about 8 frames per processing time
         raw_session.probe.image_pub.publish(_raw_image(scenes[i % SCENES], stamp_ns))
         time.sleep(0.005)
     raw_session.send(_raw_image(scenes[0], stamps[-1]), stamps[-1])  # newest (again, if it was lost)
-    processed = {
-        m.markers[0].header.stamp.sec * NS + m.markers[0].header.stamp.nanosec
-        for _, m in raw_session.probe.received["matches_markers"]
-    } & set(stamps)
+    processed = raw_session.probe.collector.stamps("matches_markers") & set(stamps)
     assert len(processed) < len(stamps) // 2, "frames were queued instead of dropped"
 
     def delta(d: dict[str, str], key: str) -> int:
@@ -326,6 +346,10 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
         "-p",
         "device:=cpu",
         "-p",
+        "image_transport:=compressed",
+        "-p",
+        "inference_threads:=2",
+        "-p",
         "use_odometry:=true",
         "-r",
         "image:=/cam/image",
@@ -345,7 +369,7 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
             session.probe.odom_pub.publish(odom)
             session.probe.spin_until(lambda: False, 0.3)
             session.send(_compressed_image(frames[second], stamp_ns), stamp_ns)
-        assert not session.probe.received["pose_prior"]
+        assert session.probe.collector.count("pose_prior") == 0
         found = session.probe.find("loop_candidates", 2100 * NS)
         assert found, f"no loop candidates:\n{session.process.output()[-3000:]}"
         assert found[1].header.frame_id == "odom"
@@ -355,7 +379,9 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
         assert best.keyframe_stamp_ns == 2001 * NS and best.score > 0.99
         assert best.position == pytest.approx((0.0, 0.0, 0.0)) and best.orientation == (0.0, 0.0, 0.0, 1.0)
         values = session.diagnostics(lambda d: int(d["frames_processed"]) >= 3)
-        assert int(values["frames_bad"]) == 1 and "corrupt" in values["last_bad_frame"]
+        # >= 1: send_bad publishes again each second until the node's diagnostics count the frame
+        assert int(values["frames_bad"]) >= 1 and "corrupt" in values["last_bad_frame"]
+        assert values["inference_threads"] == "2"  # torch's thread count in the node's process
     finally:
         session.probe.close()
         code = session.process.stop(signal.SIGINT)
@@ -369,6 +395,8 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
         ("top_k:=0", "top_k must be >= 1"),
         ("min_score:=1", "parameter 'min_score' must be a double"),
         ("map:=/nonexistent/map", "parameter 'map'"),
+        ("inference_threads:=0", "parameter 'inference_threads' must be >= 1"),
+        ("image_qos:=sometimes", "parameter 'image_qos' is 'sometimes'"),
     ],
 )
 def test_invalid_parameter_refused_at_start(tmp_path: Path, override: str, expected: str) -> None:

@@ -131,6 +131,8 @@ class LocalizationResult:
 
     ``pose_prior`` is ``None`` when no prior is published; ``rejected_reason`` then says why.
     ``distinctiveness`` is the best score's margin over the best match outside the cluster.
+    ``descriptor_ms`` / ``search_ms`` are the localizer's own timings; ``None`` where they were not
+    measured (a result rebuilt from the node's messages).
     """
 
     stamp_ns: int
@@ -138,8 +140,8 @@ class LocalizationResult:
     matches: tuple[Match, ...]
     loop_candidates: tuple[LoopCandidate, ...]
     rejected_reason: str | None
-    descriptor_ms: float
-    search_ms: float
+    descriptor_ms: float | None
+    search_ms: float | None
     distinctiveness: float = math.nan
 
 

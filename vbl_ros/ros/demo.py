@@ -18,26 +18,17 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import PointCloud2
 
-from vbl_ros.bags import read_odometry
 from vbl_ros.errors import VblError
-from vbl_ros.evaluation import evaluate_localization, plot_localization
-from vbl_ros.localizer import LocalizationResult, Match, PosePrior
-from vbl_ros.mapping import Keyframe, KeyframeMap, MapConfig, build_map
+from vbl_ros.evaluation import evaluate_localization, ground_truth, plot_localization
+from vbl_ros.mapping import KeyframeMap, MapConfig, build_map
 from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
-from vbl_ros.ros.messages import loop_candidates_from_msg, stamp_to_ns
+from vbl_ros.ros.collector import OutputCollector
 from vbl_ros.ros.process import find_share_file, localize_command, start_localize, stop_process
 from vbl_ros.ros.replay import replay_bag
 from vbl_ros.sim.simulate import SimConfig, simulate
@@ -88,13 +79,15 @@ class DemoReport:
     latency_p95_ms: float
     map_keyframes: int
     plot: str
+    threshold_m: float = 25.0
 
     def summary(self) -> str:
         return (
             f"query frames sent {self.frames_sent}, answered {self.frames_answered}; "
-            f"recall@1 within 25 m: {100 * self.recall_at_1:.1f} %; "
+            f"recall@1 within {self.threshold_m:g} m: {100 * self.recall_at_1:.1f} %; "
             f"pose priors published for {self.priors_published} frames, "
-            f"{100 * self.prior_precision:.1f} % of them within 25 m, median error {self.median_prior_error_m:.2f} m; "
+            f"{100 * self.prior_precision:.1f} % of them within {self.threshold_m:g} m, "
+            f"median error {self.median_prior_error_m:.2f} m; "
             f"latency p50 {self.latency_p50_ms:.1f} ms, p95 {self.latency_p95_ms:.1f} ms; "
             f"map of {self.map_keyframes} keyframes; plot: {self.plot}"
         )
@@ -132,64 +125,7 @@ def _prepare(out: Path, config: DemoConfig) -> tuple[Path, Path, Path]:
     return map_dir, bags[1], bags[0]
 
 
-class _Collector:
-    """Everything the node publishes, keyed by the image stamp it answers."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sent_wall: dict[int, float] = {}
-        self.answered_wall: dict[int, float] = {}
-        self.priors: dict[int, PoseWithCovarianceStamped] = {}
-        self.matches: dict[int, tuple[Match, ...]] = {}
-        self.diagnostics: DiagnosticArray | None = None
-
-    def on_prior(self, msg: PoseWithCovarianceStamped) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        with self.lock:
-            self.priors[stamp] = msg
-            self.answered_wall.setdefault(stamp, time.monotonic())
-
-    def on_matches(self, msg: PointCloud2) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        matches = tuple(
-            Match(row.rank, row.score, Keyframe(row.keyframe_stamp_ns, row.position, row.orientation))
-            for row in loop_candidates_from_msg(msg)
-            if row.position is not None and row.orientation is not None
-        )
-        with self.lock:
-            self.answered_wall.setdefault(stamp, time.monotonic())
-            self.matches[stamp] = matches
-
-    def result(self, stamp_ns: int) -> LocalizationResult:
-        """What the node said about frame ``stamp_ns``, as the core's result type."""
-        prior_msg = self.priors.get(stamp_ns)
-        prior = None
-        if prior_msg is not None:
-            p, q = prior_msg.pose.pose.position, prior_msg.pose.pose.orientation
-            prior = PosePrior(
-                stamp_ns,
-                (p.x, p.y, p.z),
-                (q.x, q.y, q.z, q.w),
-                tuple(prior_msg.pose.covariance),
-                math.nan,
-                (),
-            )
-        return LocalizationResult(
-            stamp_ns=stamp_ns,
-            pose_prior=prior,
-            matches=self.matches.get(stamp_ns, ()),
-            loop_candidates=(),
-            rejected_reason=None,
-            descriptor_ms=math.nan,
-            search_ms=math.nan,
-        )
-
-    def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        with self.lock:
-            self.diagnostics = msg
-
-
-def _replay(map_dir: Path, query_bag: Path, out: Path, config: DemoConfig) -> _Collector:
+def _replay(map_dir: Path, query_bag: Path, out: Path, config: DemoConfig) -> OutputCollector:
     """Steps 4-5: node process + replay over DDS."""
     domain_id = int(os.environ.get("VBL_DEMO_DOMAIN_ID", 50 + os.getpid() % 50))
     command = localize_command(
@@ -199,22 +135,10 @@ def _replay(map_dir: Path, query_bag: Path, out: Path, config: DemoConfig) -> _C
     )
     logger.info("4/5 starting the localize node: %s", " ".join(command))
     process = start_localize(command, domain_id=domain_id, log_path=out / "localize_node.log")
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    collector = _Collector()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    node = rclpy.create_node("vbl_demo_player", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    collector = OutputCollector(domain_id, name="vbl_demo_player")
     try:
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(PoseWithCovarianceStamped, "/pose_prior", collector.on_prior, reliable)
-        node.create_subscription(PointCloud2, "/map_matches", collector.on_matches, reliable)
-        node.create_subscription(DiagnosticArray, "/diagnostics", collector.on_diagnostics, reliable)
         started = time.monotonic()
-        while collector.diagnostics is None:  # the node publishes diagnostics once it is ready
+        while not collector.diagnostics():  # the node publishes diagnostics once it is ready
             if process.poll() is not None:
                 raise VblError(
                     f"the localize node exited with code {process.returncode}; see {out / 'localize_node.log'}"
@@ -223,24 +147,17 @@ def _replay(map_dir: Path, query_bag: Path, out: Path, config: DemoConfig) -> _C
                 raise VblError(f"the localize node did not come up in {config.node_start_timeout_s} s")
             time.sleep(0.2)
         logger.info("5/5 replaying %s into the node", query_bag)
-
-        def sent(_topic: str, bag_time_ns: int) -> None:
-            with collector.lock:
-                collector.sent_wall[bag_time_ns] = time.monotonic()
-
         replay_bag(
-            node,
+            collector.node,
             query_bag,
             {CAMERA_TOPIC: "/camera/image/compressed"},
             rate=config.replay_rate,
-            on_publish=sent,
+            on_publish=lambda _topic, bag_time_ns: collector.note_sent(bag_time_ns),
         )
         time.sleep(config.settle_s)
     finally:
         code = stop_process(process)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        collector.close()
     logger.info("the localize node stopped with exit code %s", code)
     return collector
 
@@ -254,19 +171,15 @@ def run_demo(out: Path, config: DemoConfig | None = None) -> DemoReport:
     map_dir, query_bag, _map_bag = _prepare(out, config)
     collector = _replay(map_dir, query_bag, out, config)
 
-    stamps = np.array(sorted(collector.sent_wall), dtype=np.int64)
-    truth, _ = read_odometry(query_bag).interpolate(stamps)
+    stamps = np.array(collector.sent_stamps(), dtype=np.int64)
     keyframe_map = KeyframeMap.load(map_dir)
+    truth = ground_truth(query_bag, stamps, keyframe_map.utm_origin)  # in the map's frame
     results = [collector.result(int(s)) for s in stamps]
-    report = evaluate_localization(results, truth, threshold_m=config.threshold_m)
+    answered_s = [collector.latency_s(int(s)) for s in stamps]
+    latencies = np.array([math.nan if s is None else 1000 * s for s in answered_s])
+    report = evaluate_localization(results, truth, threshold_m=config.threshold_m, latencies_ms=latencies)
     top1 = np.array([r.matches[0].keyframe.position if r.matches else (math.nan,) * 3 for r in results])
-    latencies = np.array(
-        [
-            1000 * (collector.answered_wall[s] - collector.sent_wall[s])
-            for s in stamps
-            if s in collector.answered_wall
-        ]
-    )
+    latencies = latencies[np.isfinite(latencies)]
     title = (
         f"vbl demo: {len(stamps)} query frames, R@1 {100 * report.recall_at_1:.1f} % within {config.threshold_m:g} m, "
         f"priors for {100 * report.fraction_published:.0f} % of frames, median prior error {report.median_error_m:.1f} m"
@@ -276,8 +189,8 @@ def run_demo(out: Path, config: DemoConfig | None = None) -> DemoReport:
     )
     result = DemoReport(
         frames_sent=len(stamps),
-        frames_answered=len(collector.answered_wall),
-        priors_published=len(collector.priors),
+        frames_answered=len(latencies),
+        priors_published=len(collector.stamps("pose_prior")),
         recall_at_1=report.recall_at_1,
         prior_precision=report.precision,
         median_prior_error_m=report.median_error_m,
@@ -285,6 +198,7 @@ def run_demo(out: Path, config: DemoConfig | None = None) -> DemoReport:
         latency_p95_ms=float(np.percentile(latencies, 95)) if len(latencies) else float("nan"),
         map_keyframes=len(keyframe_map),
         plot=str(plot),
+        threshold_m=config.threshold_m,
     )
     (out / "demo_report.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     print(result.summary())

@@ -3,8 +3,8 @@
 Topics (relative names, remap them):
 
 - subscribes ``image`` (``sensor_msgs/Image`` or, with ``image_transport:=compressed``,
-  ``sensor_msgs/CompressedImage``; sensor-data QoS) and, with ``use_odometry:=true``,
-  ``odometry`` (``nav_msgs/Odometry``);
+  ``sensor_msgs/CompressedImage``; reliability per ``image_qos``, by default matched to the
+  publishers found on the topic) and, with ``use_odometry:=true``, ``odometry`` (``nav_msgs/Odometry``);
 - publishes ``pose_prior`` (``geometry_msgs/PoseWithCovarianceStamped``), ``loop_candidates``
   (``sensor_msgs/PointCloud2`` table, see :mod:`vbl_ros.ros.messages`), ``map_matches`` (the
   top-k map keyframes of every processed frame, same table), ``matches_markers``
@@ -12,24 +12,42 @@ Topics (relative names, remap them):
 
 The image callback only keeps the newest frame; one worker thread decodes, localizes and
 publishes, so a slow network never makes a queue grow or blocks the executor (latest frame wins;
-overwritten frames are counted as dropped).
+overwritten frames are counted as dropped). Frames the middleware lost on the way (reported by
+DDS) are counted too, and when publishers exist but frames do not arrive, or arrive at a fraction
+of their rate, the log and ``/diagnostics`` say so with the QoS of both sides. The core's
+``logging`` records go to this node's ROS logger (:mod:`vbl_ros.ros.log_bridge`).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from typing import Any
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
+from rclpy.event_handler import (
+    QoSMessageLostInfo,
+    QoSRequestedIncompatibleQoSInfo,
+    SubscriptionEventCallbacks,
+)
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rclpy.subscription import Subscription
+from rclpy.topic_endpoint_info import TopicEndpointInfo
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -38,6 +56,7 @@ from vbl_ros.localizer import Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
 from vbl_ros.model.extractor import DescriptorExtractor
 from vbl_ros.model.io import default_model, load_model
+from vbl_ros.ros.log_bridge import RosLogHandler, forward_core_logs, stop_forwarding
 from vbl_ros.ros.messages import (
     compressed_to_rgb,
     diagnostics_to_msg,
@@ -49,19 +68,31 @@ from vbl_ros.ros.messages import (
     pose_prior_to_msg,
     stamp_to_ns,
 )
+from vbl_ros.ros.middleware import PROFILE_VARIABLE, socket_buffer_problem
 from vbl_ros.ros.params import NodeParams, declare_and_read, unknown_overrides
 
-__all__ = ["LocalizeNode", "build_localizer", "main"]
+__all__ = ["IMAGE_HISTORY_DEPTH", "LocalizeNode", "build_localizer", "describe_qos", "main"]
 
 _THROTTLE_S = 5.0
 _LATENCY_WINDOW = 512
 _ODOMETRY_BUFFER = 400
+#: Middleware history of the image subscription (KEEP_LAST). Not a processing queue: the callback
+#: takes every frame as it completes and the node keeps only the newest. It lets a reliable reader
+#: finish a large frame whose lost fragments are being resent while the next ones arrive; with 1,
+#: the newer frame evicts the incomplete one (measured with 1920x1080 frames at 16 Hz: 5 of 16
+#: arrived with 1, 18 of 24 with 2 beside the node's own work, 24 of 24 with 4; docs/ros_interface.md).
+IMAGE_HISTORY_DEPTH = 4
+_TRANSPORT_HINT = (
+    "frames larger than ~0.5 MB from a best-effort publisher reach this node only with its Fast DDS "
+    "profile (config/fastdds_large_frames.xml, which the launch file sets) and net.core.rmem_max >= "
+    "4 MiB, or from a reliable publisher (docs/ros_interface.md, 'Large camera frames')"
+)
 
 
 def build_localizer(params: NodeParams, config: LocalizerConfig) -> Localizer:
-    """The core localizer the node parameters describe (model, device, optional map)."""
+    """The core localizer the node parameters describe (model, device, optional map, CPU threads)."""
     net = load_model(params.model) if params.model else default_model()
-    extractor = DescriptorExtractor(net, device=params.device)
+    extractor = DescriptorExtractor(net, device=params.device, num_threads=params.inference_threads)
     keyframe_map = (
         KeyframeMap.load(params.map, expected_fingerprint=extractor.fingerprint) if params.map else None
     )
@@ -80,6 +111,10 @@ class _Stats:
         self.priors = 0
         self.loop_messages = 0
         self.failed = 0
+        self.inference_threads = 0
+        self.lost = 0
+        self.lost_at_last_report = 0
+        self.received_at_last_report = 0
         self.last_bad = ""
         self.last_rejected = ""
         self.last_received = 0.0
@@ -93,26 +128,59 @@ def _percentile(values: collections.deque[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def describe_qos(qos: QoSProfile) -> str:
+    """``reliable, keep_last 4`` for a QoS profile (what logs and diagnostics show of a side)."""
+    if qos.history == HistoryPolicy.UNKNOWN:  # a remote endpoint: DDS does not announce its history
+        return qos.reliability.name.lower()
+    depth = f" {qos.depth}" if qos.history == HistoryPolicy.KEEP_LAST else ""
+    return f"{qos.reliability.name.lower()}, {qos.history.name.lower()}{depth}"
+
+
+def _describe_publishers(publishers: list[TopicEndpointInfo]) -> str:
+    if not publishers:
+        return "none"
+    return "; ".join(
+        f"{p.node_namespace.rstrip('/')}/{p.node_name} ({describe_qos(p.qos_profile)})" for p in publishers
+    )
+
+
 class LocalizeNode(Node):
     """Visual localization against a keyframe map, with loop-closure candidates for SLAM."""
 
     def __init__(self, *, localizer: Localizer | None = None, **kwargs: Any) -> None:
+        # What destroy_node() tears down exists before anything can fail, so a failed start is
+        # reported once, not followed by a second traceback from tearing down a half-built node.
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._log_handler: RosLogHandler | None = None
         super().__init__("localize", **kwargs)
         self._params, config = declare_and_read(self)
         for name in unknown_overrides(self):
             self.get_logger().warning(f"parameter {name!r} is set but not used by this node (typo?)")
         self.get_logger().info(f"parameters: {self._params}, {config}")
+        self.get_logger().info(
+            f"Fast DDS profile: {os.environ.get(PROFILE_VARIABLE) or 'none (the middleware defaults)'}"
+        )
+        buffer_problem = socket_buffer_problem()
+        if buffer_problem:
+            self.get_logger().warning(buffer_problem)
 
         started = time.monotonic()
-        self._localizer = localizer if localizer is not None else build_localizer(self._params, config)
+        self._log_handler = forward_core_logs(self.get_logger())  # model and map loading log too
+        try:
+            self._localizer = localizer if localizer is not None else build_localizer(self._params, config)
+        except Exception:
+            stop_forwarding(self._log_handler)
+            raise
+        transform = self._localizer.extractor.transform
+        self._input_size: tuple[int, int] = (transform.width, transform.height)
         self.get_logger().info(
             f"model and map loaded in {time.monotonic() - started:.1f} s "
             f"(map: {self._params.map or 'none, loop-closure candidates only'})"
         )
 
-        self._lock = threading.Condition()
         self._pending: tuple[Image | CompressedImage, float] | None = None
-        self._stopping = False
         self._stats = _Stats()
         self._odometry: collections.deque[tuple[int, tuple, tuple]] = collections.deque(
             maxlen=_ODOMETRY_BUFFER
@@ -128,10 +196,11 @@ class LocalizeNode(Node):
         self._worker = threading.Thread(target=self._work, name="localize-worker", daemon=True)
         self._worker.start()
 
-        image_type = CompressedImage if self._params.image_transport == "compressed" else Image
-        self._image_sub = self.create_subscription(
-            image_type, "image", self._on_image, qos_profile_sensor_data
-        )
+        self._image_type = CompressedImage if self._params.image_transport == "compressed" else Image
+        self._image_topic = self.resolve_topic_name("image")
+        self._image_publishers: list[TopicEndpointInfo] = self.get_publishers_info_by_topic(self._image_topic)
+        self._image_publishers_since: float | None = time.monotonic() if self._image_publishers else None
+        self._image_sub = self._subscribe_images(self._wanted_reliability(self._image_publishers))
         self._odom_sub = None
         if self._params.use_odometry:
             self._odom_sub = self.create_subscription(
@@ -139,8 +208,66 @@ class LocalizeNode(Node):
             )
         self._diag_timer = self.create_timer(self._params.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
-            f"ready: {image_type.__name__} on {self._image_sub.topic_name}"
+            f"ready: {self._image_type.__name__} on {self._image_sub.topic_name} "
+            f"({describe_qos(self._image_sub.qos_profile)}; image_qos {self._params.image_qos}, "
+            f"publishers: {_describe_publishers(self._image_publishers)})"
             + (f", odometry on {self._odom_sub.topic_name}" if self._odom_sub else "")
+        )
+
+    # --- the image subscription and its QoS -----------------------------------------------------
+
+    def _wanted_reliability(self, publishers: list[TopicEndpointInfo]) -> ReliabilityPolicy:
+        """``image_qos`` as a reliability: ``auto`` is reliable when every publisher is, as rosbag2 does."""
+        if self._params.image_qos == "reliable":
+            return ReliabilityPolicy.RELIABLE
+        if self._params.image_qos == "best_effort":
+            return ReliabilityPolicy.BEST_EFFORT
+        reliable = [p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers]
+        return ReliabilityPolicy.RELIABLE if reliable and all(reliable) else ReliabilityPolicy.BEST_EFFORT
+
+    def _subscribe_images(self, reliability: ReliabilityPolicy) -> Subscription:
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=IMAGE_HISTORY_DEPTH,
+            reliability=reliability,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        events = SubscriptionEventCallbacks(
+            message_lost=self._on_frames_lost, incompatible_qos=self._on_incompatible_publisher
+        )
+        return self.create_subscription(
+            self._image_type, self._image_topic, self._on_image, qos, event_callbacks=events
+        )
+
+    def _check_publishers(self) -> None:
+        """Follow the publishers on the image topic; with ``image_qos: auto``, re-subscribe when they
+        call for the other reliability (a frame in flight during the switch can be lost)."""
+        publishers = self.get_publishers_info_by_topic(self._image_topic)
+        if publishers and not self._image_publishers:
+            self._image_publishers_since = time.monotonic()
+        elif not publishers:
+            self._image_publishers_since = None
+        self._image_publishers = publishers
+        wanted = self._wanted_reliability(publishers)
+        if wanted != self._image_sub.qos_profile.reliability:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = self._subscribe_images(wanted)
+            self.get_logger().info(
+                f"image subscription now {describe_qos(self._image_sub.qos_profile)} to match the "
+                f"publishers on {self._image_topic}: {_describe_publishers(publishers)}"
+            )
+
+    def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
+        with self._lock:
+            self._stats.lost += int(info.total_count_change)
+
+    def _on_incompatible_publisher(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        self.get_logger().warning(
+            f"a publisher on {self._image_topic} offers a QoS this node's subscription "
+            f"({describe_qos(self._image_sub.qos_profile)}) cannot match (policy "
+            f"{info.last_policy_kind.name.removeprefix('RMW_QOS_POLICY_').lower()}); "
+            "set image_qos to auto or best_effort",
+            throttle_duration_sec=_THROTTLE_S,
         )
 
     # --- callbacks (executor thread): short, never block ----------------------------------------
@@ -163,6 +290,12 @@ class LocalizeNode(Node):
     # --- worker thread ---------------------------------------------------------------------------
 
     def _work(self) -> None:
+        # torch's intra-op thread count as this thread (where inference runs) sees it: the value
+        # DescriptorExtractor set (OpenMP settings are per thread; other libraries may change the
+        # main thread's)
+        threads = torch.get_num_threads()
+        with self._lock:
+            self._stats.inference_threads = threads
         while True:
             with self._lock:
                 while self._pending is None and not self._stopping:
@@ -193,7 +326,10 @@ class LocalizeNode(Node):
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
         stamp_ns = stamp_to_ns(msg.header.stamp)
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            if isinstance(msg, CompressedImage):
+                rgb = compressed_to_rgb(msg, min_size=self._input_size)
+            else:
+                rgb = image_to_rgb(msg, min_size=self._input_size)
         except BadFrameError as err:
             with self._lock:
                 self._stats.bad += 1
@@ -222,8 +358,9 @@ class LocalizeNode(Node):
             stats.priors += prior is not None
             stats.loop_messages += bool(result.loop_candidates)
             stats.latency_ms.append(latency_ms)
-            stats.descriptor_ms.append(float(result.descriptor_ms))
-            stats.search_ms.append(float(result.search_ms))
+            if result.descriptor_ms is not None and result.search_ms is not None:
+                stats.descriptor_ms.append(result.descriptor_ms)
+                stats.search_ms.append(result.search_ms)
             if result.rejected_reason:
                 stats.rejected += 1
                 stats.last_rejected = str(result.rejected_reason)
@@ -246,6 +383,7 @@ class LocalizeNode(Node):
                 "frames_rejected": s.rejected,
                 "frames_bad": s.bad,
                 "frames_failed": s.failed,
+                "frames_lost": s.lost,
                 "pose_priors_published": s.priors,
                 "loop_candidate_messages": s.loop_messages,
                 "latency_p50_ms": _percentile(s.latency_ms, 50),
@@ -255,17 +393,61 @@ class LocalizeNode(Node):
                 "search_p50_ms": _percentile(s.search_ms, 50),
                 "last_bad_frame": s.last_bad,
                 "last_rejected_reason": s.last_rejected,
+                "image_topic": self._image_topic,
+                "image_qos": f"{describe_qos(self._image_sub.qos_profile)} ({self._params.image_qos})",
+                "image_publishers": _describe_publishers(self._image_publishers),
                 "map": self._params.map or "(none)",
                 "device": self._params.device,
+                "inference_threads": s.inference_threads,
             }
 
+    def _transport_problem(self) -> str | None:
+        """Publishers whose frames do not arrive, or arrive at a fraction of their rate; else ``None``.
+
+        Reads and resets the counts since the last report (called once per diagnostics period).
+        """
+        now = time.monotonic()
+        with self._lock:
+            stats = self._stats
+            new_received = stats.received - stats.received_at_last_report
+            new_lost = stats.lost - stats.lost_at_last_report
+            stats.received_at_last_report, stats.lost_at_last_report = stats.received, stats.lost
+            last_received = stats.last_received if stats.received else None
+        sides = (
+            f"publishers: {_describe_publishers(self._image_publishers)}; "
+            f"this node: {describe_qos(self._image_sub.qos_profile)} (image_qos {self._params.image_qos})"
+        )
+        if new_lost:
+            share = 100.0 * new_received / (new_received + new_lost)
+            return (
+                f"frames on {self._image_topic} arrive at {share:.0f} % of the publishers' rate "
+                f"({new_received} received, {new_lost} lost by the middleware since the last report); "
+                f"{sides}; {_TRANSPORT_HINT}"
+            )
+        if self._image_publishers and self._image_publishers_since is not None:
+            quiet_s = now - max(self._image_publishers_since, last_received or 0.0)
+            if quiet_s > 5.0 * max(self._params.diagnostics_period, 1.0):
+                return (
+                    f"{len(self._image_publishers)} publisher(s) on {self._image_topic} but no frame arrived "
+                    f"in {quiet_s:.0f} s; {sides}; {_TRANSPORT_HINT}"
+                )
+        return None
+
     def _publish_diagnostics(self) -> None:
+        self._check_publishers()
+        problem = self._transport_problem()
+        if problem:
+            self.get_logger().warning(problem, throttle_duration_sec=_THROTTLE_S)
         values = self.diagnostics_values()
         with self._lock:
             new_bad = self._stats.bad - self._stats.bad_at_last_report
             self._stats.bad_at_last_report = self._stats.bad
             silent_s = time.monotonic() - self._stats.last_received if self._stats.received else None
-        if values["frames_received"] == 0:
+        if problem:
+            level, message = DiagnosticStatus.WARN, problem
+        elif not self._image_publishers:
+            level, message = DiagnosticStatus.WARN, f"no publisher on {self._image_topic}"
+        elif values["frames_received"] == 0:
             level, message = DiagnosticStatus.WARN, "no image received yet"
         elif silent_s is not None and silent_s > 5.0 * max(self._params.diagnostics_period, 1.0):
             level, message = DiagnosticStatus.WARN, f"no image for {silent_s:.0f} s"
@@ -291,11 +473,14 @@ class LocalizeNode(Node):
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout_s)
+        worker = self._worker
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(timeout_s)
 
     def destroy_node(self) -> None:
         self.stop_worker()
+        if self._log_handler is not None:
+            stop_forwarding(self._log_handler)
         super().destroy_node()
 
 

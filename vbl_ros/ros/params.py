@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from vbl_ros.localizer import LocalizerConfig
 
 __all__ = [
     "DEVICES",
+    "IMAGE_QOS",
     "IMAGE_TRANSPORTS",
     "NodeParams",
     "declare_and_read",
@@ -44,48 +45,82 @@ __all__ = [
 
 DEVICES = ("auto", "cpu", "cuda")
 IMAGE_TRANSPORTS = ("raw", "compressed")
+IMAGE_QOS = ("auto", "best_effort", "reliable")
 
 
 @dataclass(frozen=True)
 class NodeParams:
-    """Parameters of the node itself (the localizer's own are in ``LocalizerConfig``)."""
+    """Parameters of the node itself (the localizer's own are in ``LocalizerConfig``).
 
-    model: str = ""
-    map: str = ""
-    device: str = "auto"
-    image_transport: str = "raw"
-    map_frame: str = "map"
-    odom_frame: str = "odom"
+    Attributes:
+        model: A model file (.pt, `vbl init-model`); empty = the packaged pretrained default
+            model. It must be the model the map was built with (checked by fingerprint).
+        map: Keyframe map folder written by `vbl build-map`; empty = no map: no pose priors, only
+            loop-closure candidates among this session's own keyframes.
+        device: Where the descriptor network runs: auto (CUDA when available), cpu or cuda.
+        image_transport: Type on the `image` topic: raw (sensor_msgs/Image, any common encoding
+            incl. bayer_gbrg8) or compressed (sensor_msgs/CompressedImage, PNG/JPEG).
+        image_qos: Reliability of the `image` subscription: auto (reliable when every publisher on
+            the topic is reliable, best effort otherwise; re-checked as publishers come and go),
+            best_effort (matches every publisher) or reliable (lost fragments of large frames are
+            sent again, but only reliable publishers match). The node keeps the newest frame only.
+        map_frame: frame_id of the pose prior and the markers (the map's frame).
+        odom_frame: frame_id of the loop-candidate table: the frame of the session keyframes'
+            poses (the odometry's frame when use_odometry is true).
+        use_odometry: Subscribe to `odometry` (nav_msgs/Odometry): session keyframes are then
+            taken by distance travelled and carry poses; without it, by time.
+        diagnostics_period: Seconds between two /diagnostics messages.
+        marker_diameter: Diameter in metres of the RViz spheres drawn at matched keyframes.
+        inference_threads: CPU threads of the descriptor network (torch.set_num_threads; not used
+            on CUDA). 1 is the fastest on a computer that other processes share (measured in
+            benchmarks/README.md); more only helps on cores reserved for this node.
+    """
+
+    model: str = field(default="", metadata={"constraints": "empty or an existing file"})
+    map: str = field(default="", metadata={"constraints": "empty or an existing map folder"})
+    device: str = field(default="auto", metadata={"constraints": f"one of {', '.join(DEVICES)}"})
+    image_transport: str = field(
+        default="raw", metadata={"constraints": f"one of {', '.join(IMAGE_TRANSPORTS)}"}
+    )
+    image_qos: str = field(default="auto", metadata={"constraints": f"one of {', '.join(IMAGE_QOS)}"})
+    map_frame: str = field(default="map", metadata={"constraints": "not empty"})
+    odom_frame: str = field(default="odom", metadata={"constraints": "not empty"})
     use_odometry: bool = False
-    diagnostics_period: float = 1.0
-    marker_diameter: float = 2.0
+    diagnostics_period: float = field(default=1.0, metadata={"constraints": "> 0"})
+    marker_diameter: float = field(default=2.0, metadata={"constraints": "> 0"})
+    inference_threads: int = field(default=1, metadata={"constraints": ">= 1"})
 
-
-_NODE_DESCRIPTIONS = {
-    "model": "Model file (.pt) written by `vbl train`; empty = the packaged pretrained default model.",
-    "map": "Keyframe map folder written by `vbl build-map`; empty = no map: no pose priors, only "
-    "loop-closure candidates among this session's own keyframes.",
-    "device": "Where the descriptor network runs: auto (CUDA when available), cpu or cuda.",
-    "image_transport": "Type on the `image` topic: raw (sensor_msgs/Image, any common encoding incl. "
-    "bayer_gbrg8) or compressed (sensor_msgs/CompressedImage, PNG/JPEG).",
-    "map_frame": "frame_id of the pose prior and the markers (the map's frame).",
-    "odom_frame": "frame_id of the loop-candidate table: the frame of the session keyframes' poses "
-    "(the odometry's frame when use_odometry is true).",
-    "use_odometry": "Subscribe to `odometry` (nav_msgs/Odometry): session keyframes are then taken "
-    "by distance travelled and carry poses; without it, by time.",
-    "diagnostics_period": "Seconds between two /diagnostics messages.",
-    "marker_diameter": "Diameter in metres of the RViz spheres drawn at matched keyframes.",
-}
-_NODE_CONSTRAINTS = {
-    "device": f"one of {', '.join(DEVICES)}",
-    "image_transport": f"one of {', '.join(IMAGE_TRANSPORTS)}",
-    "model": "empty or an existing file",
-    "map": "empty or an existing map folder",
-    "map_frame": "not empty",
-    "odom_frame": "not empty",
-    "diagnostics_period": "> 0",
-    "marker_diameter": "> 0",
-}
+    def __post_init__(self) -> None:
+        for name, choices in (
+            ("device", DEVICES),
+            ("image_transport", IMAGE_TRANSPORTS),
+            ("image_qos", IMAGE_QOS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"parameter {name!r} is {getattr(self, name)!r}; use one of {', '.join(choices)}"
+                )
+        if self.model and not Path(self.model).expanduser().is_file():
+            raise ConfigError(
+                f"parameter 'model': file {self.model!r} not found; give a model file (`vbl init-model`), "
+                "or leave it empty for the packaged default model"
+            )
+        if self.map and not Path(self.map).expanduser().exists():
+            raise ConfigError(
+                f"parameter 'map': {self.map!r} not found; give a map written by `vbl build-map`, "
+                "or leave it empty to run without a map (loop-closure candidates only)"
+            )
+        for name in ("map_frame", "odom_frame"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"parameter {name!r} is empty; give a frame id such as 'map' or 'odom'")
+        for name in ("diagnostics_period", "marker_diameter"):
+            if not getattr(self, name) > 0.0:
+                raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(self, name)}")
+        if self.inference_threads < 1:
+            raise ConfigError(
+                f"parameter 'inference_threads' must be >= 1, got {self.inference_threads}; "
+                "1 is the fastest on a shared computer"
+            )
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
@@ -172,36 +207,43 @@ def _parameter_type(hint: Any, name: str) -> tuple[Parameter.Type, bool]:
 
 def _specs() -> list[_Spec]:
     specs = []
-    for field in dataclasses.fields(NodeParams):
+    node_docs = _attribute_docs(NodeParams)
+    for node_field in dataclasses.fields(NodeParams):
+        if not node_docs.get(node_field.name):
+            raise TypeError(f"NodeParams.{node_field.name} has no description in its docstring")
         specs.append(
             _Spec(
-                name=field.name,
-                type=_PARAMETER_TYPES[type(field.default)],
-                default=field.default,
-                description=_NODE_DESCRIPTIONS[field.name],
-                constraints=_NODE_CONSTRAINTS.get(field.name, ""),
+                name=node_field.name,
+                type=_PARAMETER_TYPES[type(node_field.default)],
+                default=node_field.default,
+                description=node_docs[node_field.name],
+                constraints=node_field.metadata.get("constraints", ""),
             )
         )
     hints = typing.get_type_hints(LocalizerConfig)
     docs = _attribute_docs(LocalizerConfig)
-    for field in dataclasses.fields(LocalizerConfig):
-        if field.name in _NODE_DESCRIPTIONS:
-            raise TypeError(f"LocalizerConfig.{field.name} clashes with a node parameter")
-        ptype, _optional = _parameter_type(hints[field.name], field.name)
-        if field.default is not dataclasses.MISSING:
-            default = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
+    for config_field in dataclasses.fields(LocalizerConfig):
+        if config_field.name in node_docs:
+            raise TypeError(f"LocalizerConfig.{config_field.name} clashes with a node parameter")
+        ptype, _optional = _parameter_type(hints[config_field.name], config_field.name)
+        if config_field.default is not dataclasses.MISSING:
+            default = config_field.default
+        elif config_field.default_factory is not dataclasses.MISSING:
+            default = config_field.default_factory()
         else:
             default = None
         if isinstance(default, tuple):
             default = list(default)
         if ptype == Parameter.Type.DOUBLE and isinstance(default, int) and not isinstance(default, bool):
             default = float(default)
-        description = field.metadata.get("description") or docs.get(field.name) or ""
+        description = config_field.metadata.get("description") or docs.get(config_field.name) or ""
         if not description:
-            raise TypeError(f"LocalizerConfig.{field.name} has no description in its docstring")
-        specs.append(_Spec(field.name, ptype, default, description, field.metadata.get("constraints", "")))
+            raise TypeError(f"LocalizerConfig.{config_field.name} has no description in its docstring")
+        specs.append(
+            _Spec(
+                config_field.name, ptype, default, description, config_field.metadata.get("constraints", "")
+            )
+        )
     return specs
 
 
@@ -245,7 +287,6 @@ def declare_and_read(node: Node) -> tuple[NodeParams, LocalizerConfig]:
 
     node_names = {f.name for f in dataclasses.fields(NodeParams)}
     node_params = NodeParams(**{k: v for k, v in values.items() if k in node_names})
-    _check_node_params(node_params)
     config_values = {k: v for k, v in values.items() if k not in node_names and v is not None}
     try:
         config = from_dict(LocalizerConfig, config_values, source="localize parameters")
@@ -259,29 +300,3 @@ def unknown_overrides(node: Node) -> list[str]:
     overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them here; best effort
     declared = set(node._parameters) if hasattr(node, "_parameters") else set()
     return sorted(name for name in overrides if name not in declared and name != "use_sim_time")
-
-
-def _check_node_params(params: NodeParams) -> None:
-    if params.device not in DEVICES:
-        raise ConfigError(f"parameter 'device' is {params.device!r}; use one of {', '.join(DEVICES)}")
-    if params.image_transport not in IMAGE_TRANSPORTS:
-        raise ConfigError(
-            f"parameter 'image_transport' is {params.image_transport!r}; "
-            f"use one of {', '.join(IMAGE_TRANSPORTS)}"
-        )
-    if params.model and not Path(params.model).expanduser().is_file():
-        raise ConfigError(
-            f"parameter 'model': file {params.model!r} not found; give a model written by "
-            "`vbl train`, or leave it empty for the packaged default model"
-        )
-    if params.map and not Path(params.map).expanduser().exists():
-        raise ConfigError(
-            f"parameter 'map': {params.map!r} not found; give a map written by `vbl build-map`, "
-            "or leave it empty to run without a map (loop-closure candidates only)"
-        )
-    for name in ("map_frame", "odom_frame"):
-        if not getattr(params, name).strip():
-            raise ConfigError(f"parameter {name!r} is empty; give a frame id such as 'map' or 'odom'")
-    for name in ("diagnostics_period", "marker_diameter"):
-        if not getattr(params, name) > 0.0:
-            raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(params, name)}")

@@ -1,4 +1,8 @@
-"""Starting the ``localize`` node as its own process, exactly as ``ros2 launch`` would."""
+"""Starting the ``localize`` node as its own process, exactly as ``ros2 launch`` would.
+
+That includes the environment the launch file gives the node: the packaged Fast DDS profile
+(:mod:`vbl_ros.ros.middleware`) unless one is set already.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from vbl_ros.ros.middleware import FASTDDS_PROFILE, profile_env
 
 __all__ = ["find_share_file", "localize_command", "ros_env", "start_localize", "stop_process"]
 
@@ -63,8 +69,12 @@ def localize_command(
     return command
 
 
-def ros_env(domain_id: int) -> dict[str, str]:
-    """This process's environment for a ROS process on ``domain_id``, discovery kept on this host."""
+def ros_env(domain_id: int, *, fastdds_profile: bool = True) -> dict[str, str]:
+    """The environment of the ``localize`` process on ``domain_id``, discovery kept on this host.
+
+    With ``fastdds_profile`` (the launch file's default), the packaged Fast DDS profile for large
+    frames unless this process's environment names one already.
+    """
     env = dict(os.environ)
     env.update(
         ROS_DOMAIN_ID=str(domain_id),
@@ -73,14 +83,17 @@ def ros_env(domain_id: int) -> dict[str, str]:
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
         PYTHONUNBUFFERED="1",
     )
+    if fastdds_profile:
+        env.update(profile_env(find_share_file(FASTDDS_PROFILE), env))
     return env
 
 
 def start_localize(
-    command: list[str], *, domain_id: int, log_path: Path | None = None
+    command: list[str], *, domain_id: int, log_path: Path | None = None, fastdds_profile: bool = True
 ) -> subprocess.Popen[bytes]:
-    """Start the node in its own process group on ``ROS_DOMAIN_ID=domain_id``."""
-    env = ros_env(domain_id)
+    """Start the node in its own process group on ``ROS_DOMAIN_ID=domain_id`` (environment:
+    :func:`ros_env`)."""
+    env = ros_env(domain_id, fastdds_profile=fastdds_profile)
     output = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL
     return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
