@@ -133,8 +133,9 @@ def test_the_descriptor_is_the_same() -> None:
     from vbl_ros.model.io import default_model
 
     extractor = DescriptorExtractor(default_model(), device="cpu", num_threads=1)
-    assert extractor.size == NETWORK
+    size = (extractor.transform.width, extractor.transform.height)
+    assert size == NETWORK
     for encoding, (width, height) in (("rgb8", (1920, 1080)), ("bayer_gbrg8", (1280, 960))):
         msg = _raw(_camera_frame(width, height, seed=3), encoding)
-        full, fast = extractor([image_to_rgb(msg), image_to_rgb(msg, min_size=extractor.size)])
+        full, fast = extractor([image_to_rgb(msg), image_to_rgb(msg, min_size=size)])
         assert float(full @ fast) > 0.99, f"{encoding}: cosine {float(full @ fast):.4f}"
