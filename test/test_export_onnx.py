@@ -15,7 +15,7 @@ from export_fixtures import Exported, small_exports, street_frames
 from vbl_ros.cli import main
 from vbl_ros.errors import ModelError, OutputExistsError
 from vbl_ros.export import build_extractor, export_model, read_metadata
-from vbl_ros.export.graph import write_atomically
+from vbl_ros.export.files import write_atomically
 from vbl_ros.export.onnx import PARITY_COSINE
 from vbl_ros.model import DescriptorExtractor
 

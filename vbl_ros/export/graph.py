@@ -1,27 +1,23 @@
 """The graph every export writes: uint8 NHWC images -> normalisation -> ``DescriptorNet`` -> descriptors.
 
-Shared by the ONNX and TorchScript writers, with the atomic file write and the metadata of a net.
+Shared by the ONNX and TorchScript writers, with the metadata of a net.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from vbl_ros.config import to_dict
-from vbl_ros.errors import OutputExistsError
 from vbl_ros.export.metadata import ExportMetadata
 from vbl_ros.model.io import model_fingerprint
 from vbl_ros.model.net import DescriptorNet
 from vbl_ros.model.transforms import InputTransform
 
-__all__ = ["InferenceGraph", "metadata_of", "write_atomically"]
+__all__ = ["InferenceGraph", "metadata_of"]
 
 
 class InferenceGraph(nn.Module):
@@ -62,34 +58,3 @@ def metadata_of(
         precision=precision,
         extra=dict(extra or {}),
     )
-
-
-def write_atomically(out: Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``out``, fsync it and rename it to ``out``.
-
-    An interrupted export never leaves a file at ``out`` that looks whole.
-
-    Raises:
-        OutputExistsError: ``out`` exists and ``overwrite`` is false.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out}: exists; choose another --out or --overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return out

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from vbl_ros.errors import ExportError, OutputExistsError, RuntimeUnavailableError
-from vbl_ros.export.graph import InferenceGraph, metadata_of, write_atomically
+from vbl_ros.export.files import write_atomically
+from vbl_ros.export.graph import InferenceGraph, metadata_of
 from vbl_ros.export.metadata import INPUT_NAME, OUTPUT_NAME
 from vbl_ros.model.net import DescriptorNet
 
