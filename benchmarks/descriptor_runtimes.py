@@ -48,7 +48,7 @@ NAME = "descriptor_runtimes"
 log = logging.getLogger(NAME)
 
 
-def gemm_gflops(threads: int, n: int = 1024, repeats: int = 20) -> float:
+def gemm_gflops(threads: int, n: int = 1536, repeats: int = 30) -> float:
     """The fp32 GEMM rate (GFLOP/s) of torch's BLAS on ``threads`` threads: the machine's practical peak."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -167,7 +167,6 @@ def main(*, quick: bool = False, int8: bool = False, out: Path | None = None) ->
             if r in installed_runtimes()
         ]
     flops = network_flops(h, w)
-    gemm = {t: gemm_gflops(t) for t in (1, 2)}
 
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)
     samples: list[list[float]] = [[] for _ in configs]
@@ -200,6 +199,8 @@ def main(*, quick: bool = False, int8: bool = False, out: Path | None = None) ->
             load_average()[0],
         )
 
+    wait_for_quiet(0.15, 120 if not quick else 10, log=log.warning)
+    gemm = {t: gemm_gflops(t) for t in (1, 2)}
     rows = []
     for c, s, m in zip(configs, samples, round_medians, strict=True):
         stats = percentiles_ms(s)

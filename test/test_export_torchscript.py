@@ -41,6 +41,7 @@ def test_torchscript_matches_eager_pytorch(exports, arch: str) -> None:
     assert np.array_equal(np.argsort(-(out @ out.T), axis=1), np.argsort(-(reference @ reference.T), axis=1))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_the_archive_carries_fingerprint_and_config(exports) -> None:
     e = exports["gem"]
     metadata = read_metadata(e.torchscript)

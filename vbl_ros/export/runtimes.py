@@ -19,7 +19,9 @@ Runtimes (``runtime``):
   (``onnxruntime-gpu`` + ``tensorrt``), fp32 or ``precision="fp16"``.
 - ``auto``: the file's own kind decides, never a conversion: a vbl model file or TorchScript ->
   ``torch``; an ONNX file -> on a GPU ``tensorrt``, else ``onnxruntime`` with CUDA; on the CPU
-  ``openvino``, else ``onnxruntime`` (benchmarks/README.md: OpenVINO was the fastest CPU runtime).
+  ``onnxruntime``, else ``openvino`` (benchmarks/README.md: in fp32, ONNX Runtime was faster than
+  OpenVINO in every run, on 1 and 2 threads, quiet or loaded, and holds 50 MiB less; OpenVINO is
+  the runtime for bf16).
 
 An explicit ONNX runtime with a vbl model file exports it to a temporary ONNX file first (needs torch).
 
@@ -335,7 +337,7 @@ def choose_runtime(kind: str, device: str = "auto") -> str:
     """The runtime ``auto`` picks for a model file of ``kind`` (``vbl-model``, ``torchscript``, ``onnx``).
 
     Never a conversion: a vbl model file or a TorchScript export runs in ``torch``; an ONNX export in
-    ``tensorrt`` > ``onnxruntime`` (CUDA) on a GPU, ``openvino`` > ``onnxruntime`` on the CPU.
+    ``tensorrt`` > ``onnxruntime`` (CUDA) on a GPU, ``onnxruntime`` > ``openvino`` on the CPU.
 
     Raises:
         RuntimeUnavailableError: an ONNX file and no ONNX runtime installed for the device.
@@ -351,11 +353,11 @@ def choose_runtime(kind: str, device: str = "auto") -> str:
         raise RuntimeUnavailableError(
             f"an ONNX model on {device}: no ONNX Runtime with CUDA installed; pip install onnxruntime-gpu"
         )
-    for runtime in ("openvino", "onnxruntime"):
+    for runtime in ("onnxruntime", "openvino"):
         if importlib.util.find_spec(_MODULES[runtime]) is not None:
             return runtime
     raise RuntimeUnavailableError(
-        "an ONNX model needs an ONNX runtime, and none is installed: pip install openvino (or onnxruntime)"
+        "an ONNX model needs an ONNX runtime, and none is installed: pip install onnxruntime (or openvino)"
     )
 
 
@@ -445,6 +447,12 @@ def _onnx_extractor(
     if metadata.precision == "int8" and precision not in (None, "fp32"):
         raise ConfigError(f"{path}: an int8 export runs as exported; leave precision unset")
     backend: Backend
+    if runtime == "openvino" and metadata.precision == "int8":
+        logger.warning(
+            "%s: OpenVINO runs this int8 file with descriptors at cosine ~0.94 of fp32 (ONNX Runtime: 0.997); "
+            "a map built in fp32 loses recall with it (benchmarks/README.md): prefer onnxruntime or bf16",
+            path,
+        )
     if runtime == "openvino":
         backend = OpenVinoBackend(path, threads=threads, precision=precision or "fp32")
     else:
