@@ -406,7 +406,8 @@ def build_extractor(
     """
     _check_args(runtime, device, threads, precision)
     kind = "vbl-model" if model is None else model_file_format(model)
-    if runtime == "auto":
+    chosen = runtime == "auto"
+    if chosen:
         runtime = choose_runtime(kind, device)
     _require(runtime)
     if runtime == "openvino" and device.startswith("cuda"):
@@ -426,12 +427,23 @@ def build_extractor(
             "('vbl export MODEL --format onnx --out FILE')"
         )
     threads = threads or _cpu_count()
+
+    def onnx_extractor(path: Path) -> ExportedExtractor:
+        try:
+            return _onnx_extractor(path, runtime, device, threads, batch_size, precision, warmup)
+        except RuntimeUnavailableError as err:
+            # device auto: a GPU build of ONNX Runtime on a machine whose GPU cannot be used -> the CPU
+            if device != "auto" or not _wants_cuda(device) or (runtime == "tensorrt" and not chosen):
+                raise
+            fallback = choose_runtime("onnx", "cpu") if chosen else runtime
+            logger.warning("%s; running %s on the CPU instead", err, fallback)
+            return _onnx_extractor(path, fallback, "cpu", threads, batch_size, precision, warmup)
+
     if kind == "vbl-model":
         with tempfile.TemporaryDirectory(prefix="vbl-export-") as folder:
-            path = _export_to_onnx(model, Path(folder) / "model.onnx")
-            return _onnx_extractor(path, runtime, device, threads, batch_size, precision, warmup)
+            return onnx_extractor(_export_to_onnx(model, Path(folder) / "model.onnx"))
     assert model is not None
-    return _onnx_extractor(Path(model), runtime, device, threads, batch_size, precision, warmup)
+    return onnx_extractor(Path(model))
 
 
 def _onnx_extractor(
