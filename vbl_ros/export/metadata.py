@@ -44,7 +44,7 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "descriptors"
 INPUT_LAYOUT = "NHWC"
 TORCHSCRIPT_EXTRA = "vbl_export.json"
-PRECISIONS = ("fp32", "int8")
+FILE_PRECISIONS = ("fp32", "int8")
 _PREFIX = "vbl."
 
 
@@ -86,8 +86,8 @@ class ExportMetadata:
             raise ModelError(
                 f"export metadata: file format {self.file_format!r}, expected one of {FILE_FORMATS}"
             )
-        if self.precision not in PRECISIONS:
-            raise ModelError(f"export metadata: precision {self.precision!r}, expected one of {PRECISIONS}")
+        if self.precision not in FILE_PRECISIONS:
+            raise ModelError(f"export metadata: precision {self.precision!r}, expected one of {FILE_PRECISIONS}")
         if self.layout != INPUT_LAYOUT:
             raise ModelError(f"export metadata: input layout {self.layout!r}, this vbl reads {INPUT_LAYOUT}")
 
