@@ -87,7 +87,9 @@ class ExportMetadata:
                 f"export metadata: file format {self.file_format!r}, expected one of {FILE_FORMATS}"
             )
         if self.precision not in FILE_PRECISIONS:
-            raise ModelError(f"export metadata: precision {self.precision!r}, expected one of {FILE_PRECISIONS}")
+            raise ModelError(
+                f"export metadata: precision {self.precision!r}, expected one of {FILE_PRECISIONS}"
+            )
         if self.layout != INPUT_LAYOUT:
             raise ModelError(f"export metadata: input layout {self.layout!r}, this vbl reads {INPUT_LAYOUT}")
 
