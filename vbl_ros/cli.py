@@ -3,7 +3,8 @@
 vbl simulate OUT_DIR [--preset tiny|demo]
 vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
 vbl init-model OUT [--config MODEL_YAML] [--bag BAG | --images FOLDER] [--aggregation gem|netvlad] [--projection ...]
-vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--config MAP_YAML]
+vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--runtime R] [--config MAP_YAML]
+vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl demo [--out DIR]
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 
 from vbl_ros.config import load_yaml
 from vbl_ros.errors import VblError
+from vbl_ros.export.metadata import FILE_FORMATS
+from vbl_ros.export.runtimes import RUNTIMES
 from vbl_ros.mapping.indexes import INDEXES
 
 __all__ = ["main"]
@@ -95,13 +98,25 @@ def _init_model(args: argparse.Namespace) -> None:
 def _build_map(args: argparse.Namespace) -> None:
     from vbl_ros.mapping import MapConfig, build_map, index_config
 
-    config = _config(MapConfig, args.config, spacing_m=args.spacing)
+    config = _config(MapConfig, args.config, spacing_m=args.spacing, runtime=args.runtime)
     if args.index is not None and args.index != config.index.kind:  # the same kind keeps the file's settings
         config = dataclasses.replace(config, index=index_config(args.index))
     print(
         build_map(
             args.bags, args.out, model=args.model, config=config, overwrite=args.overwrite, add=args.add
         )
+    )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from vbl_ros.export import export_model, read_metadata
+
+    out = export_model(args.model, args.out, file_format=args.format, overwrite=args.overwrite)
+    metadata = read_metadata(out)
+    print(out)
+    print(
+        f"fingerprint {metadata.fingerprint}; input (N, {metadata.height}, {metadata.width}, 3) uint8 RGB "
+        f"(NHWC) -> descriptors (N, {metadata.dim}) float32"
     )
 
 
@@ -211,8 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="index kind, with its default settings: flat = exact (default); pq = codes + exact "
         "re-ranking, for large maps (> ~100k); settings: 'index: {kind: pq, candidates: 256}' in --config",
     )
+    build_map.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="descriptor runtime (default auto: torch for a model file, openvino/onnxruntime/tensorrt for an "
+        "exported .onnx); an ONNX runtime with a model file exports it first",
+    )
     build_map.add_argument("--config", type=Path, help="a YAML MapConfig")
     build_map.set_defaults(func=_build_map)
+
+    export = commands.add_parser(
+        "export",
+        help="write a model's inference network (normalisation included) as ONNX or TorchScript",
+        description="Input: (N, H, W, 3) uint8 RGB images resized to the model's input size (NHWC); "
+        "output: (N, D) float32 unit-L2 descriptors. The model's fingerprint and config are stored in the "
+        "file's metadata, so maps built with the model file accept the exported one.",
+    )
+    export.add_argument(
+        "model", type=Path, nargs="?", help="a vbl model file (default: the embedded pretrained model)"
+    )
+    export.add_argument("--format", choices=FILE_FORMATS, default="onnx", help="file format (default onnx)")
+    export.add_argument("--out", type=Path, required=True, help="the file to write, e.g. model.onnx")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    export.set_defaults(func=_export)
 
     demo = commands.add_parser(
         "demo", help="simulate, convert, build a map, localize a replayed traversal and report"

@@ -22,6 +22,8 @@ __all__ = [
     "MapError",
     "BadFrameError",
     "ReportError",
+    "ExportError",
+    "RuntimeUnavailableError",
 ]
 
 
@@ -81,3 +83,11 @@ class BadFrameError(VblError):
 
 class ReportError(VblError):
     """An evaluation ``report.json`` is missing, not JSON, or of another schema or version."""
+
+
+class ExportError(VblError):
+    """A model could not be exported, or the exported network disagrees with the original."""
+
+
+class RuntimeUnavailableError(VblError):
+    """An inference runtime is not installed, or cannot run on the requested device."""

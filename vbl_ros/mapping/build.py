@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, OutputExistsError
+from vbl_ros.export.runtimes import RUNTIMES, build_extractor
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import FlatIndexConfig, IndexConfig, index_config
 from vbl_ros.mapping.store import Keyframe, KeyframeMap
 
 if TYPE_CHECKING:
+    from vbl_ros.export.runtimes import Extractor
     from vbl_ros.geometry.trajectory import Trajectory
-    from vbl_ros.model import DescriptorExtractor
 
 __all__ = ["FLAT_ADVICE_KEYFRAMES", "MapConfig", "build_map"]
 
@@ -39,6 +40,12 @@ class MapConfig:
         batch_size: images per descriptor batch.
         camera_topic: image topic; ``None`` = the contract's compressed centre camera, else raw.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        runtime: the descriptor runtime (:mod:`vbl_ros.export.runtimes`): ``auto`` (``torch`` for a
+            model file, the fastest installed ONNX runtime for an exported ``.onnx``), ``torch``,
+            ``onnxruntime``, ``openvino`` or ``tensorrt``. The map records the source model's
+            fingerprint whatever the runtime, so the node may use another one.
+        threads: intra-op threads of the runtime; ``None`` = every CPU this process may use
+            (eager PyTorch: torch's own setting).
     """
 
     spacing_m: float = 5.0
@@ -46,12 +53,18 @@ class MapConfig:
     batch_size: int = 16
     camera_topic: str | None = None
     device: str = "auto"
+    runtime: str = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.spacing_m > 0:
             raise ConfigError(f"spacing_m must be > 0, got {self.spacing_m}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         index: Any = self.index
         if isinstance(index, (str, Mapping)):  # a kind's name or {kind: ..., settings} from YAML
             object.__setattr__(self, "index", index_config(index))
@@ -82,9 +95,10 @@ def build_map(
     Args:
         bags: the bag, or several bags (e.g. drives in different conditions).
         out: the map folder to create (with ``add``: the map to grow).
-        model: a model file; ``None`` = the embedded default model. With ``add``, it must be the
-            model the map was built with.
-        config: spacing, index, batch size, camera topic, device.
+        model: a model file, or its ONNX / TorchScript export (``vbl export``); ``None`` = the
+            embedded default model. With ``add``, it must be the model the map was built with (or
+            its export).
+        config: spacing, index, batch size, camera topic, device, runtime and threads.
         overwrite: replace an existing map at ``out``.
         add: add the bags' keyframes to the existing map at ``out`` (replaced atomically).
 
@@ -100,7 +114,6 @@ def build_map(
         ModelMismatchError: ``add`` with another model than the map's.
     """
     from vbl_ros.bags import read_odometry
-    from vbl_ros.model import DescriptorExtractor, default_model, load_model
 
     config = config or MapConfig()
     bag_list = [Path(bags)] if isinstance(bags, str | Path) else [Path(b) for b in bags]
@@ -114,8 +127,13 @@ def build_map(
     if out.exists() and not (overwrite or add):
         raise OutputExistsError(f"{out}: exists; choose another --out, --overwrite it or --add to it")
     logger.info("build_map %s -> %s with %s", [str(b) for b in bag_list], out, config)
-    net = load_model(model) if model is not None else default_model()
-    extractor = DescriptorExtractor(net, config.device, batch_size=config.batch_size)
+    extractor = build_extractor(
+        model,
+        runtime=config.runtime,
+        device=config.device,
+        threads=config.threads,
+        batch_size=config.batch_size,
+    )
     if add:
         kmap = KeyframeMap.load(out, expected_fingerprint=extractor.fingerprint, mmap=False)
     else:
@@ -152,7 +170,7 @@ def _add_keyframes(
     kmap: KeyframeMap,
     bag: Path,
     trajectory: Trajectory,
-    extractor: DescriptorExtractor,
+    extractor: Extractor,
     config: MapConfig,
     *,
     label: str,

@@ -1,9 +1,13 @@
-"""``DescriptorExtractor``: RGB images -> unit-L2 float32 descriptors, on CUDA or a lean CPU path.
+"""``DescriptorExtractor``: RGB images -> unit-L2 float32 descriptors in eager PyTorch (the ``torch`` runtime).
 
 Images are checked, resized and normalised by :mod:`vbl_ros.model.transforms`, as everywhere else.
-CUDA: half precision, channels-last, uint8 upload then normalisation on the GPU.
+CUDA: half precision (or fp32 when asked), channels-last, uint8 upload then normalisation on the GPU.
 CPU: float32, channels-last (the NHWC uint8 batch is already channels-last once permuted), under
 ``torch.inference_mode``; the network is prepared once and warmed up at construction.
+
+The other runtimes (ONNX Runtime, OpenVINO, TensorRT, TorchScript) run an exported network behind
+the same interface (``__call__``, ``dim``, ``fingerprint``, ``runtime``):
+:func:`vbl_ros.export.build_extractor` builds the extractor of any model file in any runtime.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class DescriptorExtractor:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         batch_size: images per forward pass.
         num_threads: ``torch.set_num_threads`` for the CPU path (``None`` = leave torch's setting).
+        precision: ``"fp32"`` or ``"fp16"`` (CUDA only); ``None`` = fp16 on CUDA, fp32 on the CPU.
         warmup: run one dummy batch at construction so the first real call is not slow.
     """
+
+    runtime = "torch"
 
     def __init__(
         self,
@@ -61,10 +68,15 @@ class DescriptorExtractor:
         *,
         batch_size: int = 16,
         num_threads: int | None = None,
+        precision: str | None = None,
         warmup: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in (None, "fp32", "fp16"):
+            raise ConfigError(
+                f"precision {precision!r} with runtime torch: use fp32, or fp16 on CUDA; bf16 runs in openvino"
+            )
         self.fingerprint: str = model_fingerprint(net)
         self.config = net.config
         self.dim: int = net.dim
@@ -73,7 +85,10 @@ class DescriptorExtractor:
         if num_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(num_threads)
         self.transform = InputTransform.from_config(net.config)
-        self._half = self.device.type == "cuda"
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("precision fp16 with runtime torch needs CUDA; use fp32 on the CPU")
+        self._half = self.device.type == "cuda" and precision != "fp32"
+        self.precision: str = "fp16" if self._half else "fp32"
         dtype = torch.float16 if self._half else torch.float32
         model = copy.deepcopy(net).eval().requires_grad_(False)
         self.net = model.to(self.device, dtype=dtype, memory_format=torch.channels_last)
