@@ -86,6 +86,11 @@ class Extractor(Protocol):
     fingerprint: str
     runtime: str
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The network's input ``(width, height)``: frames need not be decoded larger."""
+        ...
+
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
@@ -302,6 +307,11 @@ class ExportedExtractor:
             self.width,
             self.height,
         )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The network's input ``(width, height)``."""
+        return self.width, self.height
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Descriptors ``(N, D)`` float32, unit L2, of ``N`` RGB uint8 images."""

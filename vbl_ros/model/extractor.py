@@ -107,6 +107,11 @@ class DescriptorExtractor:
             " fp16" if self._half else "",
         )
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The network's input ``(width, height)``: frames need not be decoded larger."""
+        return self.transform.width, self.transform.height
+
     def to_input(self, batch: np.ndarray) -> torch.Tensor:
         """The network input of a resized batch (``transform.resize_batch``): ``(N, 3, h, w)`` on the device.
 

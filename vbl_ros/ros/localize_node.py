@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import threading
 import time
 from typing import Any
 
 import numpy as np
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
@@ -52,10 +52,9 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from vbl_ros.errors import BadFrameError, VblError
+from vbl_ros.export import build_extractor
 from vbl_ros.localizer import Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
-from vbl_ros.model.extractor import DescriptorExtractor
-from vbl_ros.model.io import default_model, load_model
 from vbl_ros.ros.log_bridge import RosLogHandler, forward_core_logs, stop_forwarding
 from vbl_ros.ros.messages import (
     compressed_to_rgb,
@@ -90,9 +89,18 @@ _TRANSPORT_HINT = (
 
 
 def build_localizer(params: NodeParams, config: LocalizerConfig) -> Localizer:
-    """The core localizer the node parameters describe (model, device, optional map, CPU threads)."""
-    net = load_model(params.model) if params.model else default_model()
-    extractor = DescriptorExtractor(net, device=params.device, num_threads=params.inference_threads)
+    """The core localizer the node parameters describe (model, runtime, device, threads, optional map).
+
+    An exported model (``.onnx``) in ONNX Runtime or OpenVINO never imports PyTorch.
+    """
+    extractor = build_extractor(
+        params.model or None,
+        runtime=params.runtime,
+        device=params.device,
+        threads=params.inference_threads,
+        precision=params.precision or None,
+        batch_size=1,
+    )
     keyframe_map = (
         KeyframeMap.load(params.map, expected_fingerprint=extractor.fingerprint) if params.map else None
     )
@@ -173,8 +181,7 @@ class LocalizeNode(Node):
         except Exception:
             stop_forwarding(self._log_handler)
             raise
-        transform = self._localizer.extractor.transform
-        self._input_size: tuple[int, int] = (transform.width, transform.height)
+        self._input_size: tuple[int, int] = self._localizer.extractor.input_size
         self.get_logger().info(
             f"model and map loaded in {time.monotonic() - started:.1f} s "
             f"(map: {self._params.map or 'none, loop-closure candidates only'})"
@@ -292,8 +299,9 @@ class LocalizeNode(Node):
     def _work(self) -> None:
         # torch's intra-op thread count as this thread (where inference runs) sees it: the value
         # DescriptorExtractor set (OpenMP settings are per thread; other libraries may change the
-        # main thread's)
-        threads = torch.get_num_threads()
+        # main thread's). Exported models run without torch, with the threads their runtime was given.
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else self._params.inference_threads
         with self._lock:
             self._stats.inference_threads = threads
         while True:

@@ -31,6 +31,7 @@ from rclpy.parameter import Parameter
 
 from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError
+from vbl_ros.export.runtimes import PRECISIONS, RUNTIMES
 from vbl_ros.localizer import LocalizerConfig
 
 __all__ = [
@@ -71,9 +72,15 @@ class NodeParams:
             taken by distance travelled and carry poses; without it, by time.
         diagnostics_period: Seconds between two /diagnostics messages.
         marker_diameter: Diameter in metres of the RViz spheres drawn at matched keyframes.
-        inference_threads: CPU threads of the descriptor network (torch.set_num_threads; not used
-            on CUDA). 1 is the fastest on a computer that other processes share (measured in
-            benchmarks/README.md); more only helps on cores reserved for this node.
+        inference_threads: CPU threads of the descriptor network (torch.set_num_threads, ONNX
+            Runtime / OpenVINO intra-op threads without spin-waiting; not used on CUDA). 1 is the
+            fastest on a computer that other processes share (measured in benchmarks/README.md);
+            more only helps on cores reserved for this node.
+        runtime: Inference runtime: auto (a .pt model in PyTorch; an exported .onnx in ONNX Runtime,
+            else OpenVINO, on the CPU; TensorRT or ONNX Runtime CUDA on a GPU), torch, onnxruntime,
+            openvino or tensorrt (`vbl export` writes the .onnx).
+        precision: Compute precision: empty = the runtime's default (fp32; fp16 for PyTorch on
+            CUDA), fp32, bf16 (OpenVINO on CPUs with bf16) or fp16 (GPU).
     """
 
     model: str = field(default="", metadata={"constraints": "empty or an existing file"})
@@ -89,16 +96,20 @@ class NodeParams:
     diagnostics_period: float = field(default=1.0, metadata={"constraints": "> 0"})
     marker_diameter: float = field(default=2.0, metadata={"constraints": "> 0"})
     inference_threads: int = field(default=1, metadata={"constraints": ">= 1"})
+    runtime: str = field(default="auto", metadata={"constraints": f"one of {', '.join(RUNTIMES)}"})
+    precision: str = field(default="", metadata={"constraints": f"empty or one of {', '.join(PRECISIONS)}"})
 
     def __post_init__(self) -> None:
         for name, choices in (
             ("device", DEVICES),
             ("image_transport", IMAGE_TRANSPORTS),
             ("image_qos", IMAGE_QOS),
+            ("runtime", RUNTIMES),
+            ("precision", ("", *PRECISIONS)),
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(
-                    f"parameter {name!r} is {getattr(self, name)!r}; use one of {', '.join(choices)}"
+                    f"parameter {name!r} is {getattr(self, name)!r}; use one of {', '.join(c or repr(c) for c in choices)}"
                 )
         if self.model and not Path(self.model).expanduser().is_file():
             raise ConfigError(
