@@ -408,3 +408,33 @@ def test_invalid_parameter_refused_at_start(tmp_path: Path, override: str, expec
     assert code not in (0, None), output
     assert expected in output and "cannot start" in output, output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_an_exported_model_runs_in_the_node_without_pytorch(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, map_dir: Path, scenes, runtime: str
+) -> None:
+    """The map built in PyTorch, the node running the same weights exported to ONNX in another
+    runtime (chosen by a parameter): it localizes over DDS, and PyTorch is never loaded."""
+    pytest.importorskip(runtime)
+    from vbl_ros.export import export_model
+
+    onnx = tmp_path_factory.getbasetemp() / "default_model.onnx"
+    if not onnx.exists():
+        export_model(None, onnx)
+    args = ["--params-file", PARAMS_FILE, "-p", f"map:={map_dir}", "-p", f"model:={onnx}"]
+    args += ["-p", f"runtime:={runtime}", "-p", "device:=cpu", "-r", "image:=/cam/image"]
+    session = _start(tmp_path, args, compressed=False)
+    try:
+        stamp = 77 * NS
+        session.send(_raw_image(scenes[0], stamp), stamp)
+        prior = session.probe.find("pose_prior", stamp)
+        assert prior is not None, session.process.output()[-3000:]
+        position = prior[1].pose.pose.position
+        assert (position.x, position.y) == pytest.approx(KEYFRAME_POSITIONS[0][:2], abs=1.0)
+        assert session.diagnostics(lambda d: "runtime" in d)["runtime"] == runtime
+        maps = Path(f"/proc/{session.process.proc.pid}/maps").read_text()
+        assert "libtorch" not in maps, "the node loaded PyTorch for an exported model"
+    finally:
+        session.probe.close()
+        session.process.stop(signal.SIGINT)

@@ -406,6 +406,7 @@ class LocalizeNode(Node):
                 "image_publishers": _describe_publishers(self._image_publishers),
                 "map": self._params.map or "(none)",
                 "device": self._params.device,
+                "runtime": self._localizer.extractor.runtime,
                 "inference_threads": s.inference_threads,
             }
 
