@@ -397,19 +397,7 @@ def _run(
     config: TrainConfig, out: Path, device: torch.device, world: Distributed, *, resume: bool, overwrite: bool,
     max_steps: int | None,
 ) -> TrainResult:  # fmt: skip
-    world.barrier()  # every rank has checked the run folder before rank 0 touches it
-    _on_main(world, lambda: prepare_run_dir(out, config, resume=resume, overwrite=overwrite))
-    log = RunLog(out, enabled=world.is_main)
-    try:
-        return _loop(config, out, device, world, log, resume=resume, max_steps=max_steps)
-    finally:
-        log.close()
-
-
-def _loop(
-    config: TrainConfig, out: Path, device: torch.device, world: Distributed, log: RunLog, *, resume: bool,
-    max_steps: int | None,
-) -> TrainResult:  # fmt: skip
+    """Model and data first (bad input fails before the run folder is touched), then the run folder."""
     logger.info(
         "vbl train -> %s (%s, %d process(es), device %s)%s",
         out,
@@ -423,11 +411,24 @@ def _loop(
     torch.manual_seed(config.seed)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-
     net = build_training_net(config).to(device)
     transform = InputTransform.from_config(net.net.config)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out.resolve().parent / "frame_cache"
     data = _load_data(config, transform, cache_dir, world)
+    world.barrier()  # every rank has checked the run folder before rank 0 touches it
+    _on_main(world, lambda: prepare_run_dir(out, config, resume=resume, overwrite=overwrite))
+    log = RunLog(out, enabled=world.is_main)
+    try:
+        logger.info("config: %s", config)
+        return _loop(config, out, device, world, log, net, data, resume=resume, max_steps=max_steps)
+    finally:
+        log.close()
+
+
+def _loop(
+    config: TrainConfig, out: Path, device: torch.device, world: Distributed, log: RunLog, net: TrainingNet,
+    data: _Data, *, resume: bool, max_steps: int | None,
+) -> TrainResult:  # fmt: skip
     optimizer = _optimizer(config, net)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
