@@ -10,8 +10,8 @@ size), RGB-only fine-tuning, ``auxiliary`` with depth and with reflectance, ``ha
 and ``rgb-baseline``. Every run goes through ``vbl_ros.training.train`` with the same config but the
 variant, and the same seed.
 
-    .venv/bin/python benchmarks/training_experiment.py            # ~40-50 min on 2 CPU cores
-    .venv/bin/python benchmarks/training_experiment.py --quick    # ~5 min: shorter route, 1 epoch
+    .venv/bin/python benchmarks/training_experiment.py            # 300 m route, 2 epochs; 2 CPU cores
+    .venv/bin/python benchmarks/training_experiment.py --quick    # 150 m route, 1 epoch
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ def main() -> None:
         "--work", type=Path, default=Path("/tmp/vbl_training_experiment"), help="bags, caches, runs"
     )
     parser.add_argument("--quick", action="store_true", help="a 150 m route and 1 epoch")
-    parser.add_argument("--route-m", type=float, default=400.0)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--route-m", type=float, default=300.0)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed-a", type=int, default=11)
@@ -140,7 +140,7 @@ def main() -> None:
         "frame_spacing_m": 3.0,
         "cache_dir": str(work / "frame_cache"),
         "model": small,
-        "num_negatives": 5,
+        "num_negatives": 3,
         "negative_pool": 200,
         "cache_refresh_queries": 200,
         "lr": args.lr,

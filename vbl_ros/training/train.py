@@ -32,7 +32,7 @@ from vbl_ros.training.checkpoint import load_checkpoint, restore_rng, rng_state,
 from vbl_ros.training.config import TrainConfig
 from vbl_ros.training.dataset import FrameDataset, describe, side_scale
 from vbl_ros.training.distributed import Distributed
-from vbl_ros.training.frames import FrameSet, cache_drive, frame_set
+from vbl_ros.training.frames import DriveFrames, FrameSet, cache_drive, frame_set
 from vbl_ros.training.losses import masked_l1_sum, triplet_losses
 from vbl_ros.training.mining import MiningStats, TrainingTuple, TupleBatch, mine
 from vbl_ros.training.run import (
@@ -115,7 +115,7 @@ def _load_data(config: TrainConfig, transform: InputTransform, cache_dir: Path, 
     train_bags = [Path(b) for b in config.train_bags]
     extra = [Path(config.val_bag), Path(config.map_bag)] if config.has_validation else []  # type: ignore[arg-type]
 
-    def cache(bag: Path, mods: tuple[str, ...]) -> Any:
+    def cache(bag: Path, mods: tuple[str, ...]) -> DriveFrames:
         return cache_drive(
             bag, transform, cache_dir, spacing_m=config.frame_spacing_m, camera_topic=config.camera_topic,
             modalities=mods,
