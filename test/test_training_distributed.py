@@ -27,6 +27,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory):
     return training_bags(tmp_path_factory)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_two_gloo_processes_train_what_one_process_trains(bags, tmp_path: Path) -> None:
     # partial mining with a cache computed in two shards and gathered; 4 queries per step, 2 per process

@@ -36,6 +36,7 @@ def _state(run: Path) -> dict:
     return load_checkpoint(run / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_interrupted_and_resumed_run_gives_the_same_weights(bags, cache_dir: Path, tmp_path: Path) -> None:
     config = small_config(bags, cache_dir, epochs=2)
@@ -69,6 +70,7 @@ def test_interrupted_and_resumed_run_gives_the_same_weights(bags, cache_dir: Pat
     assert torch.equal(start["backbone.body.0.weight"], a["model"]["net.backbone.body.0.weight"])
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_the_run_folder_and_a_model_that_build_map_uses(
     bags, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -82,6 +82,7 @@ def test_the_side_loss_falls_in_a_few_steps(bags, tmp_path, variant: str) -> Non
     assert history[-1][1] < history[0][1], history
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_a_trained_hallucination_model_runs_on_rgb_alone(bags, tmp_path) -> None:
     config = small_config(bags, tmp_path / "cache", variant="hallucination", val_bag=None, map_bag=None)
@@ -101,6 +102,7 @@ def test_a_trained_hallucination_model_runs_on_rgb_alone(bags, tmp_path) -> None
     assert branches.side_map.shape == (1, 1, 64, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_the_auxiliary_decoder_is_dropped_from_the_model_file(bags, tmp_path) -> None:
     config = small_config(bags, tmp_path / "cache", variant="auxiliary", val_bag=None, map_bag=None)
