@@ -5,6 +5,7 @@ vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
 vbl init-model OUT [--config MODEL_YAML] [--bag BAG | --images FOLDER] [--aggregation gem|netvlad] [--projection ...]
 vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--runtime R] [--config MAP_YAML]
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
+vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
 """
 
@@ -118,6 +119,42 @@ def _export(args: argparse.Namespace) -> None:
         f"fingerprint {metadata.fingerprint}; input (N, {metadata.height}, {metadata.width}, 3) uint8 RGB "
         f"(NHWC) -> descriptors (N, {metadata.dim}) float32"
     )
+
+
+def _train(args: argparse.Namespace) -> None:
+    from vbl_ros.training import TrainConfig, train
+
+    config = None
+    if args.resume is None:
+        config = _config(
+            TrainConfig,
+            args.config,
+            train_bags=tuple(str(b) for b in args.train_bags) if args.train_bags else None,
+            val_bag=None if args.val_bag is None else str(args.val_bag),
+            map_bag=None if args.map_bag is None else str(args.map_bag),
+            variant=args.variant,
+            epochs=args.epochs,
+            device=args.device,
+        )
+    result = train(
+        config,
+        args.resume if args.resume is not None else args.out,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        max_steps=args.max_steps,
+    )
+    if result.model is None:
+        print(
+            f"stopped after {result.steps} steps; continue with: vbl train --resume {result.checkpoint.parent.parent}"
+        )
+        return
+    print(result.model)
+    if result.validation:
+        v = result.validation
+        print(
+            f"validation (best): recall@1 {100 * v['recall@1']:.1f} %, recall@5 {100 * v['recall@5']:.1f} %, "
+            f"recall@10 {100 * v['recall@10']:.1f} % within {v['threshold_m']:g} m"
+        )
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -249,6 +286,32 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the file to write, e.g. model.onnx")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     export.set_defaults(func=_export)
+
+    training = commands.add_parser(
+        "train",
+        help="fine-tune the descriptor on GPS triplets from bags (optionally with LIDAR depth)",
+        description="Runs on several GPUs or machines with torchrun: "
+        "'torchrun --nproc_per_node N -m vbl_ros.cli train ...'.",
+    )
+    training.add_argument("--config", type=Path, help="a YAML TrainConfig (e.g. config/train.yaml)")
+    run = training.add_mutually_exclusive_group(required=True)
+    run.add_argument("--out", type=Path, help="the run folder to create")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    training.add_argument("--train-bags", type=Path, nargs="+", metavar="BAG", help="training drives (>= 2)")
+    training.add_argument("--val-bag", type=Path, metavar="BAG", help="validation drive (queries)")
+    training.add_argument(
+        "--map-bag", type=Path, metavar="BAG", help="map drive the validation is scored against"
+    )
+    training.add_argument(
+        "--variant", choices=("rgb", "auxiliary", "hallucination", "rgb-baseline"), help="what to train"
+    )
+    training.add_argument("--epochs", type=int, help="passes over the training queries")
+    training.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default), cpu or cuda")
+    training.add_argument("--overwrite", action="store_true", help="replace an existing run folder at --out")
+    training.add_argument(
+        "--max-steps", type=int, help="stop after this many optimiser steps in all (continue with --resume)"
+    )
+    training.set_defaults(func=_train)
 
     demo = commands.add_parser(
         "demo", help="simulate, convert, build a map, localize a replayed traversal and report"

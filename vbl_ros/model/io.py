@@ -4,6 +4,9 @@ A model file is a ``torch.save`` dict ``{"format": "vbl-model", "version": 1, "c
 "state_dict": {...}, "fingerprint": "<sha256 hex>"}``. The fingerprint is the SHA-256 of the
 canonical JSON of the config and of every tensor's name, dtype, shape and bytes, so two files with
 the same fingerprint compute the same descriptors; maps record it and refuse another model.
+
+The config's ``side`` key (a hallucination model's second branch, added after version 1) enters the
+fingerprint only when set, so the fingerprints of every earlier model file and map stay valid.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import torch
 
 from vbl_ros.config import from_dict, to_dict
 from vbl_ros.errors import ConfigError, ModelError
+from vbl_ros.model.hallucination import HallucinationNet
 from vbl_ros.model.net import DescriptorNet, ModelConfig
 
-__all__ = ["default_model", "load_model", "model_fingerprint", "save_model"]
+__all__ = ["build_net", "default_model", "load_model", "model_fingerprint", "save_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,18 @@ VERSION = 1
 
 
 def _config_json(config: ModelConfig) -> str:
-    return json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    values = to_dict(config)
+    if values.get("side") is None:  # a key added after version 1: absent when unset (old fingerprints hold)
+        values.pop("side", None)
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def build_net(config: ModelConfig, *, pretrained: bool = True) -> DescriptorNet:
+    """The network a config describes: a :class:`DescriptorNet`, or a
+    :class:`~vbl_ros.model.hallucination.HallucinationNet` when ``config.side`` is set."""
+    if config.side is not None:
+        return HallucinationNet(config, pretrained=pretrained)
+    return DescriptorNet(config, pretrained=pretrained)
 
 
 def _fingerprint(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> str:
@@ -119,7 +134,7 @@ def load_model(path: Path | str) -> DescriptorNet:
         raise ModelError(f"{path}: incomplete or invalid model file: {err}") from err
     if _fingerprint(config, state) != fingerprint:
         raise ModelError(f"{path}: weights do not match the stored fingerprint: the file is corrupt")
-    net = DescriptorNet(config, pretrained=False)
+    net = build_net(config, pretrained=False)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -134,6 +149,10 @@ def default_model(config: ModelConfig | None = None) -> DescriptorNet:
     ``config`` may change the input size or the layer, but not require training.
     """
     config = config or ModelConfig()
+    if config.side is not None:
+        raise ModelError(
+            "a hallucination model (side branch) is trained: make it with 'vbl train' and load it"
+        )
     if config.aggregation == "netvlad" or config.projection == "pca":
         raise ModelError(
             "the default model is backbone + GeM without fitting; NetVLAD centres and a PCA projection "

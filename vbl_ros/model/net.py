@@ -10,6 +10,7 @@ from torch import nn
 
 from vbl_ros.errors import ConfigError
 from vbl_ros.model.backbones import BACKBONES, build_backbone
+from vbl_ros.model.heads import SideBranchConfig
 from vbl_ros.model.layers import GeM, L2Norm, NetVLAD, Projection
 from vbl_ros.model.transforms import IMAGENET_MEAN, IMAGENET_STD, InputTransform
 
@@ -37,6 +38,10 @@ class ModelConfig:
         input_height, input_width: the network input size images are resized to.
         mean, std: input normalisation (RGB in [0, 1]); resize and normalisation are
             :class:`~vbl_ros.model.transforms.InputTransform` (``InputTransform.from_config``).
+        side: ``None`` (a :class:`DescriptorNet`), or the second branch of a hallucination model
+            (:class:`~vbl_ros.model.hallucination.HallucinationNet`: the image encoder above, a
+            decoder ``G`` and an encoder ``E_D`` of the same architecture; made by ``vbl train``).
+            Build either with :func:`vbl_ros.model.io.build_net`.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -51,6 +56,7 @@ class ModelConfig:
     input_width: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    side: SideBranchConfig | None = None
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -79,15 +85,24 @@ class DescriptorNet(nn.Module):
     EfficientNet-Lite0, 7 x 7 at 224 x 224), e.g. for a side-modality decoder.
 
     The backbone's first stages can be frozen for training (:meth:`freeze_backbone_stages`).
+    A config with a ``side`` branch is refused here: :func:`vbl_ros.model.io.build_net` builds it.
 
     Args:
         config: the architecture.
         pretrained: load the backbone's ImageNet weights (``False`` when a model file's weights follow).
     """
 
+    #: whether the class builds ``config.side`` (subclasses that do set it)
+    builds_side_branch = False
+
     def __init__(self, config: ModelConfig | None = None, *, pretrained: bool = True) -> None:
         super().__init__()
         self.config = config = config or ModelConfig()
+        if config.side is not None and not self.builds_side_branch:
+            raise ConfigError(
+                "this model config has a side branch (a hallucination model): build it with "
+                "vbl_ros.model.io.build_net or load its file with vbl_ros.model.load_model"
+            )
         self.backbone = build_backbone(
             config.backbone,
             layer=config.backbone_layer,
