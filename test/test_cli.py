@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from vbl_ros.cli import main
 from vbl_ros.mapping import KeyframeMap
@@ -51,14 +49,6 @@ def test_simulate_convert_build_map(tmp_path: Path, capsys: pytest.CaptureFixtur
     flat_map, pq_map = KeyframeMap.load(kmap), KeyframeMap.load(pq)
     queries = flat_map.descriptors()[::3]
     assert np.array_equal(pq_map.search(queries, 3)[1], flat_map.search(queries, 3)[1])
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 import onnx
 import pytest
-import torch
 from export_fixtures import Exported, small_exports, street_frames
 
 from vbl_ros.cli import main
@@ -22,12 +20,7 @@ from vbl_ros.model import DescriptorExtractor
 ARCHS = ("gem", "netvlad_pca")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from export_fixtures import Exported, small_exports, street_frames
 
 from vbl_ros.errors import ConfigError, ModelError, OutputExistsError
 from vbl_ros.export import build_extractor, read_metadata
 from vbl_ros.export.quantize import quantize_onnx
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,11 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 from bag_fixtures import write_line_bag
 from export_fixtures import Exported, small_exports, street_frames
 
@@ -27,12 +25,7 @@ from vbl_ros.model import DescriptorExtractor, InputTransform, ModelConfig
 HAS_CUDA_ORT = "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -21,13 +21,7 @@ from vbl_ros.model import (
 )
 from vbl_ros.model.transforms import IMAGENET_MEAN, IMAGENET_STD, check_image, resize
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _old_preprocess(images: Sequence[np.ndarray], w: int, h: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import yaml
 
 pytest.importorskip("mujoco")
 
-from training_fixtures import one_thread, small_config, training_bags  # noqa: F401
+from training_fixtures import small_config, training_bags
 
 from vbl_ros.config import to_dict
 from vbl_ros.training import train
@@ -28,7 +28,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_two_gloo_processes_train_what_one_process_trains(bags, tmp_path: Path) -> None:
     # partial mining with a cache computed in two shards and gathered; 4 queries per step, 2 per process
     config = small_config(bags, tmp_path / "cache", val_bag=None, map_bag=None, cache_refresh_queries=4)

@@ -13,7 +13,7 @@ import yaml
 pytest.importorskip("mujoco")
 
 from bag_fixtures import write_line_bag
-from training_fixtures import one_thread, small_config, training_bags  # noqa: F401
+from training_fixtures import small_config, training_bags
 
 from vbl_ros.cli import main
 from vbl_ros.config import to_dict
@@ -37,7 +37,7 @@ def _state(run: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_interrupted_and_resumed_run_gives_the_same_weights(bags, cache_dir: Path, tmp_path: Path) -> None:
     config = small_config(bags, cache_dir, epochs=2)
     whole = train(config, tmp_path / "whole")
@@ -71,7 +71,7 @@ def test_interrupted_and_resumed_run_gives_the_same_weights(bags, cache_dir: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_the_run_folder_and_a_model_that_build_map_uses(
     bags, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,7 +128,7 @@ def _origin_only_bag(path: Path) -> Path:
     return path
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_bad_input_is_a_named_error_exit_2_and_no_run(
     bags, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("mujoco")
 
-from training_fixtures import one_thread, small_config, training_bags  # noqa: F401
+from training_fixtures import small_config, training_bags
 
 from vbl_ros.model import (
     DescriptorExtractor,
@@ -38,7 +38,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory):
     return training_bags(tmp_path_factory)
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("variant", ["auxiliary", "hallucination"])
 def test_the_side_loss_falls_in_a_few_steps(bags, tmp_path, variant: str) -> None:
     config = small_config(bags, tmp_path, variant=variant)
@@ -83,7 +83,7 @@ def test_the_side_loss_falls_in_a_few_steps(bags, tmp_path, variant: str) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_a_trained_hallucination_model_runs_on_rgb_alone(bags, tmp_path) -> None:
     config = small_config(bags, tmp_path / "cache", variant="hallucination", val_bag=None, map_bag=None)
     result = train(config, tmp_path / "run", max_steps=None)
@@ -103,7 +103,7 @@ def test_a_trained_hallucination_model_runs_on_rgb_alone(bags, tmp_path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_the_auxiliary_decoder_is_dropped_from_the_model_file(bags, tmp_path) -> None:
     config = small_config(bags, tmp_path / "cache", variant="auxiliary", val_bag=None, map_bag=None)
     result = train(config, tmp_path / "run")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from vbl_ros.training import TrainConfig
 
@@ -79,11 +78,3 @@ def small_config(bags: TrainingBags, cache_dir: Path, **overrides: Any) -> Train
 
     values["model"] = {**SMALL_MODEL, **values.get("model", {})}
     return from_dict(TrainConfig, values)
-
-
-@pytest.fixture
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -37,9 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +56,7 @@ from vbl_ros.evaluation.plots import (
     plot_recall_at_n,
     plot_recall_vs_distance,
 )
+from vbl_ros.files import write_text_atomic
 
 __all__ = [
     "SCHEMA",
@@ -208,8 +207,8 @@ def write_report(
             )
             plots[f"route {name}"] = path.relative_to(out).as_posix()
     plots.update(_curve_plots(series, out, "plots/"))
-    _write_atomic(out / "report.md", report.markdown(plots))
-    _write_atomic(json_path, report.to_json())
+    write_text_atomic(out / "report.md", report.markdown(plots))
+    write_text_atomic(json_path, report.to_json())
     logger.info("wrote %s (%s)", json_path, report.all.summary())
     return json_path
 
@@ -245,7 +244,7 @@ def compare(reports: Mapping[str, EvaluationReport], out_dir: Path | str) -> tup
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in r.meta.items()))
     lines += ["", "## Plots", ""] + [f"![{name}]({rel})" for name, rel in plots.items()]
     markdown = "\n".join(lines) + "\n"
-    _write_atomic(out / "compare.md", markdown)
+    write_text_atomic(out / "compare.md", markdown)
     return markdown, [out / rel for rel in plots.values()]
 
 
@@ -321,20 +320,6 @@ _DEFINITIONS = """## Definitions
   position at the candidate keyframe's stamp is within {thr}; a revisit frame is one the drive had
   passed within {thr} earlier. A drive that never revisits a place should get no candidate.
 """
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling, fsync and rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _nulls(value: Any) -> Any:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import yaml
 
 from vbl_ros.config import from_dict, to_dict
 from vbl_ros.errors import ConfigError, MissingDataError, OutputExistsError
+from vbl_ros.files import write_text_atomic
 from vbl_ros.training.config import TrainConfig
 
 __all__ = ["RunLog", "check_run_dir", "load_run_config", "prepare_run_dir", "write_json_atomic"]
@@ -77,19 +76,6 @@ def load_run_config(out: Path) -> TrainConfig:
     if not path.is_file():
         raise MissingDataError(f"{path}: not found; is {out} a 'vbl train' run folder?")
     return from_dict(TrainConfig, yaml.safe_load(path.read_text()) or {}, source=str(path))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
