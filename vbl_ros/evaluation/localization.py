@@ -122,16 +122,18 @@ class LatencySummary:
 
 @dataclass(frozen=True)
 class FrameCounts:
-    """Frames sent to the localizer, processed by it, dropped unprocessed (stale) and rejected
-    (processed, but no pose prior: the node's ``frames_rejected``)."""
+    """Frames sent to the localizer, processed by it, dropped unprocessed (stale, or lost on the
+    way), rejected (processed, but no pose prior: the node's ``frames_rejected``) and bad (could
+    not be decoded or processed: the node's ``frames_bad`` and ``frames_failed``)."""
 
     sent: int
     processed: int
     dropped: int
     rejected: int
+    bad: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.sent, self.processed, self.dropped, self.rejected) < 0:
+        if min(self.sent, self.processed, self.dropped, self.rejected, self.bad) < 0:
             raise ValueError(f"frame counts must be >= 0, got {self}")
 
     @classmethod
@@ -146,6 +148,7 @@ class FrameCounts:
             self.processed + other.processed,
             self.dropped + other.dropped,
             self.rejected + other.rejected,
+            self.bad + other.bad,
         )
 
 
