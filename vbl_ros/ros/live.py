@@ -11,6 +11,7 @@ publishes (the demo's collector, plus loop candidates) and reads the node's own 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -39,7 +40,8 @@ __all__ = ["LiveRun", "replay_live"]
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_TOPIC = "/vbl_evaluate/image"
+_LINGER_S = 0.5  # how long the replay's publisher outlives the last frame
+_runs = itertools.count()
 _QUIET_S = 1.5  # a /diagnostics message this long after the last frame has counted every frame it received
 
 
@@ -68,10 +70,12 @@ class LiveRun:
 
 
 class _LiveCollector(_Collector):
-    """The demo's collector, with loop candidates and the arrival time of the latest diagnostics."""
+    """The demo's collector, with loop candidates and the arrival time of the latest diagnostics of
+    the node whose status is named ``status_name``."""
 
-    def __init__(self) -> None:
+    def __init__(self, status_name: str) -> None:
         super().__init__()
+        self.status_name = status_name
         self.loops: dict[int, tuple[LoopCandidate, ...]] = {}
         self.diagnostics_at = -math.inf
 
@@ -85,7 +89,7 @@ class _LiveCollector(_Collector):
             self.loops[stamp] = loops
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        if not any(status.name.startswith("vbl:") for status in msg.status):
+        if not any(status.name == self.status_name for status in msg.status):
             return
         with self.lock:
             self.diagnostics = msg
@@ -97,7 +101,7 @@ class _LiveCollector(_Collector):
             msg = self.diagnostics
         if msg is None:
             return {}
-        status = next(s for s in msg.status if s.name.startswith("vbl:"))
+        status = next(s for s in msg.status if s.name == self.status_name)
         return {kv.key: kv.value for kv in status.values}
 
     def result(self, stamp_ns: int) -> LocalizationResult:
@@ -182,7 +186,10 @@ def replay_live(
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     header_stamps = _header_stamps(bag, camera_topic)
-    image_topic = _IMAGE_TOPIC + ("/compressed" if compressed else "")
+    last_frame = header_stamps[max(header_stamps)] if header_stamps else None
+    # a namespace of its own: another node on the same domain is neither heard nor fed
+    namespace = f"/vbl_evaluate_{os.getpid()}_{next(_runs)}"
+    image_topic = f"{namespace}/image" + ("/compressed" if compressed else "")
     command = localize_command(
         params_file=Path(params_file) if params_file else find_share_file("config/localize.yaml"),
         parameters={
@@ -191,14 +198,14 @@ def replay_live(
             "device": device,
             "image_transport": "compressed" if compressed else "raw",
         },
-        remappings={"image": image_topic},
+        remappings={"__ns": namespace, "image": image_topic},
     )
     log_path = out_dir / f"localize_{bag.name}.log"
     logger.info("starting the localize node (ROS_DOMAIN_ID %d): %s", domain_id, " ".join(command))
     process = start_localize(command, domain_id=domain_id, log_path=log_path)
     memory = _RssSampler(process.pid, rss_period_s)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    collector = _LiveCollector()
+    collector = _LiveCollector(status_name=f"vbl: {namespace}/localize")
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     node = rclpy.create_node(f"vbl_evaluate_player_{os.getpid()}", context=context)
@@ -210,22 +217,47 @@ def replay_live(
     latencies: list[float] = []
     try:
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(PoseWithCovarianceStamped, "/pose_prior", collector.on_prior, reliable)
-        node.create_subscription(PointCloud2, "/map_matches", collector.on_matches, reliable)
-        node.create_subscription(PointCloud2, "/loop_candidates", collector.on_loops, reliable)
+        outputs = [
+            node.create_subscription(
+                PoseWithCovarianceStamped, f"{namespace}/pose_prior", collector.on_prior, reliable
+            ),
+            node.create_subscription(PointCloud2, f"{namespace}/map_matches", collector.on_matches, reliable),
+            node.create_subscription(
+                PointCloud2, f"{namespace}/loop_candidates", collector.on_loops, reliable
+            ),
+        ]
         node.create_subscription(DiagnosticArray, "/diagnostics", collector.on_diagnostics, reliable)
-        _wait(lambda: bool(collector.values()), node_start_timeout_s, process, log_path, "come up")
+        # ready: it publishes diagnostics, and its outputs reach us (an answer sent before a match is lost)
+        _wait(
+            lambda: bool(collector.values()) and all(o.get_publisher_count() for o in outputs),
+            node_start_timeout_s,
+            process,
+            log_path,
+            "come up",
+        )
+
+        def matched() -> bool:
+            """Called by the replay before each frame: the first waits until the node hears the replay."""
+            publisher = next(p for p in node.publishers if p.topic_name == image_topic)
+            _wait(lambda: publisher.get_subscription_count() > 0, 10.0, process, log_path, "subscribe")
+            return False
 
         def on_publish(_topic: str, bag_time_ns: int) -> None:
             stamp = header_stamps.get(bag_time_ns, bag_time_ns)
             with collector.lock:
                 collector.sent_wall[stamp] = time.monotonic()
+            if stamp == last_frame:
+                # replay_bag destroys its publisher right after the last frame, and a best-effort
+                # writer destroyed at once can take its last sample with it: let it go out first
+                time.sleep(_LINGER_S)
 
         for number in range(repeat):
             if number:
                 collector.clear()
             logger.info("replaying %s into the node at %gx (pass %d of %d)", bag, rate, number + 1, repeat)
-            sent += replay_bag(node, bag, {camera_topic: image_topic}, rate=rate, on_publish=on_publish)
+            sent += replay_bag(
+                node, bag, {camera_topic: image_topic}, rate=rate, on_publish=on_publish, should_stop=matched
+            )
             last_sent = time.monotonic()
 
             def accounted(total: int = sent, after: float = last_sent) -> bool:
