@@ -198,3 +198,24 @@ def test_the_localizer_settings_come_from_the_nodes_params_file(tmp_path: Path) 
     with pytest.raises(ConfigError, match="device"):
         EvaluateConfig(device="tpu")
     assert np.isfinite(EvaluateConfig().evaluation.threshold_m)
+
+
+def test_loop_candidate_counts_survive_report_json() -> None:
+    """The loop-candidate count (all ranks) and its curve's count (rank 1) are two JSON entries."""
+    from vbl_ros.evaluation import EvaluationReport, evaluate_localization
+    from vbl_ros.localizer import LocalizationResult, LoopCandidate
+
+    def frame(i: int, loops: int) -> LocalizationResult:
+        keyframe_ns = i * NS_PER_FRAME // 2  # where the drive was 5 i m before: wrong within 1 m
+        candidates = tuple(LoopCandidate(r + 1, 0.9 - 0.1 * r, keyframe_ns, None, None) for r in range(loops))
+        return LocalizationResult(i * NS_PER_FRAME, None, (), candidates, "no map", 1.0, 1.0)
+
+    results = [frame(i, 3 if i > 2 else 0) for i in range(6)]  # 3 frames with 3 candidates each
+    truth = np.array([[10.0 * i, 0.0, 0.0] for i in range(6)])
+    report = EvaluationReport.of({"drive": evaluate_localization(results, truth, threshold_m=1.0)})
+    loops = EvaluationReport.from_json(report.to_json()).all.loop_candidates
+    assert loops.frames_with_candidates == report.all.loop_candidates.frames_with_candidates == 0.5
+    assert (loops.candidates, loops.curve.candidates, loops.wrong_candidates) == (9, 3, 9)
+
+
+NS_PER_FRAME = 10**9

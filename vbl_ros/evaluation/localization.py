@@ -250,19 +250,21 @@ class LoopClosureMetrics:
     curve: PrecisionRecall
 
     def to_dict(self) -> dict[str, Any]:
+        """The curve's entries (its ``candidates``: the rank-1 candidates scored) and the counts
+        (``reported_candidates``: all ranks)."""
         return {
+            **self.curve.to_dict(),
             "frames_with_candidates": self.frames_with_candidates,
-            "candidates": self.candidates,
+            "reported_candidates": self.candidates,
             "wrong_candidates": self.wrong_candidates,
             "revisit_frames": self.revisit_frames,
-            **self.curve.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopClosureMetrics:
         return cls(
             frames_with_candidates=json_number(d["frames_with_candidates"]),
-            candidates=int(d["candidates"]),
+            candidates=int(d["reported_candidates"]),
             wrong_candidates=int(d["wrong_candidates"]),
             revisit_frames=int(d["revisit_frames"]),
             curve=PrecisionRecall.from_dict(d),

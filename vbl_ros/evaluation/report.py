@@ -25,8 +25,8 @@ one set of plots, from their ``report.json`` alone (``vbl evaluate --compare``).
              "heading_error_p95_deg", "covariance_coverage_95", "loop_recall_at_100_precision",
              "latency_ms": {"p50", "p95", "p99", "count"},
              "frames": {"sent", "processed", "dropped", "rejected", "bad"},
-             "map_matches": PR, "loop_candidates": PR + {"frames_with_candidates", "candidates",
-             "wrong_candidates", "revisit_frames"},
+             "map_matches": PR, "loop_candidates": PR + {"frames_with_candidates", "reported_candidates"
+             (all ranks), "wrong_candidates", "revisit_frames"},
              "prior_errors_m": [sorted], "latencies_ms": [...]}
     PR = {"average_precision", "recall_at_100_precision", "extended_precision", "positives",
           "candidates", "curve": {"threshold": [...], "precision": [...], "recall": [...]}}
