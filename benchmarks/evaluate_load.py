@@ -32,6 +32,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="the map's model (default: the embedded one)")
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0, 16.0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=60.0,
+        help="wait up to this long for other processes to leave the CPU before measuring",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/evaluate_load"))
     parser.add_argument("--out", type=Path, default=RESULTS / "evaluate_load.json")
     args = parser.parse_args()
@@ -39,7 +45,7 @@ def main() -> None:
     info = machine()
     rows = []
     for rate in args.rates:
-        wait_for_quiet(0.2, 300.0)
+        wait_for_quiet(0.2, args.quiet_wait_s)
         config = EvaluateConfig(rate=rate, device=args.device)
         out = args.out_dir / f"live_{rate:g}x"
         with CpuMonitor() as cpu:

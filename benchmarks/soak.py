@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="replay time at least (default 5)")
     parser.add_argument("--rate", type=float, default=2.0, help="replay pace, times the bag's (default 2)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=60.0,
+        help="wait up to this long for other processes to leave the CPU before measuring",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args()
 
@@ -53,13 +60,13 @@ def main() -> None:
     pass_s = bag_duration_s(args.bag, topic) / args.rate
     repeat = max(1, math.ceil(args.minutes * 60 / pass_s))
     info = machine()
-    info["others_cpu_before"] = wait_for_quiet(0.2, 300.0)
+    info["others_cpu_before"] = wait_for_quiet(0.2, args.quiet_wait_s)
     print(f"{repeat} passes of {pass_s:.0f} s over {args.bag.name} at {args.rate:g}x")
     with CpuMonitor() as cpu:
         run = replay_live(
             args.map,
             args.bag,
-            args.out.parent / "soak_logs",
+            Path(tempfile.gettempdir()) / "vbl_soak_logs",  # the node's log
             model=args.model,
             camera_topic=topic,
             compressed=topic.endswith("compressed"),

@@ -328,6 +328,7 @@ def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling, fsync and rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # as an ordinary file (mkstemp makes it private)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

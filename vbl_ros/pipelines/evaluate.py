@@ -367,6 +367,7 @@ def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # as an ordinary folder (mkdtemp makes it private)
     try:
         yield tmp
         _check_out(out, overwrite, marker)

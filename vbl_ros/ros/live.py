@@ -6,6 +6,10 @@ the image topic remapped; :mod:`vbl_ros.ros.process`), replays the bag's camera 
 the bag's pace or ``rate`` times it (:func:`vbl_ros.ros.replay.replay_bag`), collects what it
 publishes (the demo's collector, plus loop candidates) and reads the node's own frame counts from
 ``/diagnostics``. It also samples the node process's resident memory.
+
+Each run puts the node in a namespace of its own (``-r __ns:=/vbl_evaluate_<pid>_<n>``), so another
+node on the same ``ROS_DOMAIN_ID`` is neither heard nor fed; the replay waits for the DDS matches
+before the first frame, so no frame is lost to discovery.
 """
 
 from __future__ import annotations
