@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -53,6 +54,9 @@ from vbl_ros.evaluation import (
 )
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    from vbl_ros.model import DescriptorNet
 
 __all__ = ["DEVICES", "EvaluateConfig", "compare_reports", "evaluate"]
 
@@ -256,7 +260,7 @@ def _inspect(bag: Path | str, name: str, keyframe_map: KeyframeMap, config: Eval
 
 
 def _offline_replayer(
-    net, keyframe_map: KeyframeMap, localizer_config: LocalizerConfig, config: EvaluateConfig
+    net: DescriptorNet, keyframe_map: KeyframeMap, localizer_config: LocalizerConfig, config: EvaluateConfig
 ) -> Callable[[_Query], _Replayed]:
     """Each query through the core localizer in this process (a fresh session per bag)."""
     from vbl_ros.model import DescriptorExtractor
@@ -387,7 +391,7 @@ def _meta(
     map_dir: Path | str,
     keyframe_map: KeyframeMap,
     model: Path | str | None,
-    net,
+    net: DescriptorNet,
     params_file: Path,
     queries: Sequence[_Query],
     config: EvaluateConfig,

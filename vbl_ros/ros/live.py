@@ -19,8 +19,10 @@ import itertools
 import logging
 import math
 import os
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -322,7 +324,15 @@ def _header_stamps(bag: Path, topic: str) -> dict[int, int]:
     return stamps
 
 
-def _wait(predicate, timeout_s: float, process, log_path: Path, what: str, *, fail: bool = True) -> bool:
+def _wait(
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    what: str,
+    *,
+    fail: bool = True,
+) -> bool:
     """Poll ``predicate`` until true; raise (or return false) on timeout, raise if the node exits."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
