@@ -92,11 +92,11 @@ def test_report_json_follows_the_schema() -> None:
         assert ENTRY_KEYS <= set(entry)
         assert set(entry["recall_at"]) == {"1", "5", "10", "20"}
         assert set(entry["latency_ms"]) == {"p50", "p95", "p99", "count"}
-        assert entry["frames"].keys() == {"sent", "processed", "dropped", "rejected"}
+        assert entry["frames"].keys() == {"sent", "processed", "dropped", "rejected", "bad"}
     sunny, night, both = d["queries"]["sunny"], d["queries"]["night"], d["all"]
     assert sunny["recall_at"]["1"] == pytest.approx(0.75)  # every 4th frame matches 200 m away
     assert sunny["recall_at"]["10"] is None  # five matches per frame on a 41-keyframe map
-    assert both["frames"] == {"sent": 90, "processed": 80, "dropped": 10, "rejected": 40}
+    assert both["frames"] == {"sent": 90, "processed": 80, "dropped": 10, "rejected": 40, "bad": 0}
     assert both["availability"] == pytest.approx(0.5) and both["latency_ms"]["count"] == 80
     assert both["loop_candidates"]["wrong_candidates"] == 10 and both["loop_recall_at_100_precision"] is None
     # the night drive's matches are 5 m farther: its median prior error is sqrt(5^2 + 2^2)

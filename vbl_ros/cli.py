@@ -7,6 +7,8 @@ vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--s
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
+vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline] [--rate X] [--threshold M] QUERY_BAG...
+vbl evaluate --compare REPORT_DIR... --out DIR
 """
 
 from __future__ import annotations
@@ -164,6 +166,54 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, config)
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from vbl_ros.errors import ConfigError
+    from vbl_ros.evaluation import load_report
+    from vbl_ros.pipelines.evaluate import EvaluateConfig, compare_reports, evaluate
+
+    if args.compare:
+        if args.map is not None or args.bags:
+            raise ConfigError("--compare takes report folders only: drop --map and the query bags")
+        print(compare_reports(args.compare, args.out, overwrite=args.overwrite) / "compare.md")
+        return
+    if args.map is None or not args.bags:
+        raise ConfigError(
+            "vbl evaluate needs --map MAP and at least one QUERY_BAG (or --compare REPORT_DIR...)"
+        )
+    if args.offline and args.rate is not None:
+        raise ConfigError("--rate sets the live replay's pace; --offline runs as fast as it goes: drop one")
+    config = _config(
+        EvaluateConfig,
+        args.config,
+        offline=args.offline or None,
+        rate=args.rate,
+        device=args.device,
+        params_file=None if args.params is None else str(args.params),
+        camera_topic=args.camera_topic,
+    )
+    if args.threshold is not None:
+        config = dataclasses.replace(
+            config, evaluation=dataclasses.replace(config.evaluation, threshold_m=args.threshold)
+        )
+    command = ["vbl evaluate", "--map", str(args.map), "--out", str(args.out)]
+    command += [] if args.model is None else ["--model", str(args.model)]
+    command += ["--offline"] if config.offline else ["--rate", f"{config.rate:g}"]
+    command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
+    out = evaluate(
+        args.map,
+        args.bags,
+        args.out,
+        model=args.model,
+        config=config,
+        overwrite=args.overwrite,
+        meta={"command": " ".join(command)},
+    )
+    report = load_report(out)
+    for name, query in {**report.queries, "all": report.all}.items():
+        print(f"{name}: {query.summary()}")
+    print(out / "report.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vbl", description="Visual-based localization for ROS 2.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -319,6 +369,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="working folder (default demo_out/)")
     demo.add_argument("--config", type=Path, help="a YAML DemoConfig")
     demo.set_defaults(func=_demo)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="replay query bags through the localizer against a map and report recall, priors, "
+        "loop candidates, latency; or --compare reports",
+    )
+    evaluate.add_argument(
+        "bags", type=Path, nargs="*", metavar="QUERY_BAG", help="query drives, each reported and all together"
+    )
+    evaluate.add_argument("--map", type=Path, help="the map (from vbl build-map)")
+    evaluate.add_argument("--model", type=Path, help="the map's model file (default: the embedded model)")
+    evaluate.add_argument("--out", type=Path, required=True, help="the report folder to create")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")
+    evaluate.add_argument(
+        "--offline",
+        action="store_true",
+        help="run the core localizer in this process, as fast as it goes (default: the localize node over DDS)",
+    )
+    evaluate.add_argument("--rate", type=float, help="live replay pace, times the bags' own (default 1)")
+    evaluate.add_argument(
+        "--threshold", type=float, metavar="M", help="success radius in metres (default 25)"
+    )
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the network runs")
+    evaluate.add_argument(
+        "--params", type=Path, help="the node's parameters file (default: the package's config/localize.yaml)"
+    )
+    evaluate.add_argument("--camera-topic", help="image topic of the bags (default: the centre camera)")
+    evaluate.add_argument("--config", type=Path, help="a YAML EvaluateConfig")
+    evaluate.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        metavar="REPORT_DIR",
+        help="put these reports side by side in --out instead of evaluating",
+    )
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Evaluation: the one scoring routine (retrieval, localization), truth in the map's frame, replay, report, plots."""
 
-from vbl_ros.evaluation.ground_truth import ground_truth
+from vbl_ros.evaluation.ground_truth import FrameTruth, frame_truth, ground_truth
 from vbl_ros.evaluation.localization import (
     EvaluationConfig,
     FrameCounts,
@@ -19,6 +19,7 @@ __all__ = [
     "EvaluationConfig",
     "EvaluationReport",
     "FrameCounts",
+    "FrameTruth",
     "LatencySummary",
     "LocalizationReport",
     "PrecisionRecall",
@@ -28,6 +29,7 @@ __all__ = [
     "compare",
     "evaluate_localization",
     "evaluate_retrieval",
+    "frame_truth",
     "ground_truth",
     "load_report",
     "localize_bag",

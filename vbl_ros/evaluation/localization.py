@@ -122,16 +122,18 @@ class LatencySummary:
 
 @dataclass(frozen=True)
 class FrameCounts:
-    """Frames sent to the localizer, processed by it, dropped unprocessed (stale) and rejected
-    (processed, but no pose prior: the node's ``frames_rejected``)."""
+    """Frames sent to the localizer, processed by it, dropped unprocessed (stale, or lost on the
+    way), rejected (processed, but no pose prior: the node's ``frames_rejected``) and bad (could
+    not be decoded or processed: the node's ``frames_bad`` and ``frames_failed``)."""
 
     sent: int
     processed: int
     dropped: int
     rejected: int
+    bad: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.sent, self.processed, self.dropped, self.rejected) < 0:
+        if min(self.sent, self.processed, self.dropped, self.rejected, self.bad) < 0:
             raise ValueError(f"frame counts must be >= 0, got {self}")
 
     @classmethod
@@ -146,6 +148,7 @@ class FrameCounts:
             self.processed + other.processed,
             self.dropped + other.dropped,
             self.rejected + other.rejected,
+            self.bad + other.bad,
         )
 
 
@@ -247,19 +250,21 @@ class LoopClosureMetrics:
     curve: PrecisionRecall
 
     def to_dict(self) -> dict[str, Any]:
+        """The curve's entries (its ``candidates``: the rank-1 candidates scored) and the counts
+        (``reported_candidates``: all ranks)."""
         return {
+            **self.curve.to_dict(),
             "frames_with_candidates": self.frames_with_candidates,
-            "candidates": self.candidates,
+            "reported_candidates": self.candidates,
             "wrong_candidates": self.wrong_candidates,
             "revisit_frames": self.revisit_frames,
-            **self.curve.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopClosureMetrics:
         return cls(
             frames_with_candidates=json_number(d["frames_with_candidates"]),
-            candidates=int(d["candidates"]),
+            candidates=int(d["reported_candidates"]),
             wrong_candidates=int(d["wrong_candidates"]),
             revisit_frames=int(d["revisit_frames"]),
             curve=PrecisionRecall.from_dict(d),

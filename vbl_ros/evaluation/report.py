@@ -24,9 +24,9 @@ one set of plots, from their ``report.json`` alone (``vbl evaluate --compare``).
              "prior_error_median_m", "prior_error_p95_m", "heading_error_median_deg",
              "heading_error_p95_deg", "covariance_coverage_95", "loop_recall_at_100_precision",
              "latency_ms": {"p50", "p95", "p99", "count"},
-             "frames": {"sent", "processed", "dropped", "rejected"},
-             "map_matches": PR, "loop_candidates": PR + {"frames_with_candidates", "candidates",
-             "wrong_candidates", "revisit_frames"},
+             "frames": {"sent", "processed", "dropped", "rejected", "bad"},
+             "map_matches": PR, "loop_candidates": PR + {"frames_with_candidates", "reported_candidates"
+             (all ranks), "wrong_candidates", "revisit_frames"},
              "prior_errors_m": [sorted], "latencies_ms": [...]}
     PR = {"average_precision", "recall_at_100_precision", "extended_precision", "positives",
           "candidates", "curve": {"threshold": [...], "precision": [...], "recall": [...]}}
@@ -256,6 +256,7 @@ def metrics_table(columns: Mapping[str, LocalizationReport]) -> str:
     rows: list[tuple[str, Callable[[LocalizationReport], str]]] = [
         ("success radius", lambda r: f"{r.threshold_m:g} m"),
         ("frames sent / processed / dropped / rejected", _frames),
+        ("frames bad (undecodable or failed)", lambda r: str(r.frames.bad)),
         (f"frames without a map keyframe within {thr}", lambda r: str(r.frames_without_map_place)),
         ("frames without ground truth (not judged)", lambda r: str(r.frames_without_truth)),
         *((f"recall@{n} within {thr}", lambda r, n=n: _pct(r.recall_at.get(n, math.nan))) for n in ns),

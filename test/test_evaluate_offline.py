@@ -1,0 +1,221 @@
+"""``vbl evaluate --offline`` on real bags and a real map: the report, several bags, faults, --compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bag_fixtures import write_line_bag
+from evaluate_fixtures import at_s, line_map, query_bag, rewrite_bag, small_model
+
+from vbl_ros.cli import main
+from vbl_ros.errors import ConfigError
+from vbl_ros.localizer import LocalizerConfig
+from vbl_ros.pipelines.evaluate import EvaluateConfig, localizer_config_from_params
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 60 m street mapped every 5 m, a query drive along 40 m of it, and the model."""
+    root = tmp_path_factory.mktemp("evaluate")
+    model = small_model(root / "small.pt")
+    map_dir = line_map(write_line_bag(root / "map_bag", length_m=60.0, camera_hz=4.0), model, root / "map")
+    return {"root": root, "model": model, "map": map_dir, "query": query_bag(root / "sunny").path}
+
+
+def _evaluate(setup, out: Path, *bags: Path, extra: tuple[str, ...] = ()) -> int:
+    common = ["evaluate", "--map", str(setup["map"]), "--model", str(setup["model"]), "--offline"]
+    return main([*common, "--threshold", "10", "--out", str(out), *extra, *map(str, bags)])
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_offline_report_of_two_bags_each_and_together(setup, tmp_path: Path) -> None:
+    night = rewrite_bag(setup["query"], tmp_path / "night")
+    out = tmp_path / "report"
+    assert _evaluate(setup, out, setup["query"], night) == 0
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == "vbl.evaluation.report" and list(report["queries"]) == ["sunny", "night"]
+    sunny, all_ = report["queries"]["sunny"], report["all"]
+    frames = sunny["frames"]
+    assert (frames["sent"], frames["processed"], frames["dropped"], frames["bad"]) == (25, 25, 0, 0)
+    assert sunny["num_frames"] == 25 and all_["num_frames"] == 50 and all_["frames"]["sent"] == 50
+    assert sunny["threshold_m"] == 10.0 and sunny["frames_without_truth"] == 0
+    assert sunny["recall_at"]["5"] >= 0.8  # the same street: the right keyframe among the first five
+    assert report["queries"]["night"]["recall_at"] == sunny["recall_at"]  # the same frames
+    assert 0 < sunny["availability"] <= 1 and sunny["latency_ms"]["count"] == 25
+    assert "offline" in report["meta"]["mode"] and "--offline" in report["meta"]["command"]
+
+    md = (out / "report.md").read_text()
+    assert "| metric | sunny | night | all |" in md
+    assert "| frames sent / processed / dropped / rejected | 25 / 25 / 0 /" in md
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert "route_sunny.png" in plots and "route_night.png" in plots and "recall_at_n.png" in plots
+    assert all((out / "plots" / p).read_bytes()[:8] == PNG for p in plots)
+    assert _leftovers(tmp_path) == []  # written beside and renamed into place
+
+    # an existing report is refused, untouched, unless --overwrite
+    before = (out / "report.json").read_text()
+    assert _evaluate(setup, out, setup["query"]) == 2
+    assert (out / "report.json").read_text() == before
+    assert _evaluate(setup, out, setup["query"], extra=("--overwrite",)) == 0
+    assert list(json.loads((out / "report.json").read_text())["queries"]) == ["sunny"]
+    assert _leftovers(tmp_path) == []
+    # --overwrite never replaces a folder that is not a report
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("keep me")
+    assert _evaluate(setup, tmp_path / "precious", setup["query"], extra=("--overwrite",)) == 2
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"
+
+
+def test_a_bag_without_odometry_gets_the_retrieval_free_figures_and_a_note(setup, tmp_path: Path) -> None:
+    blind = rewrite_bag(setup["query"], tmp_path / "blind", drop=lambda topic, t: topic == "/ins/odometry")
+    out = tmp_path / "report"
+    assert _evaluate(setup, out, blind) == 0
+    report = json.loads((out / "report.json").read_text())
+    entry = report["all"]
+    assert entry["frames"]["sent"] == 25 and entry["num_frames"] == 25
+    assert entry["frames_without_truth"] == 25
+    assert entry["recall_at"]["1"] is None and entry["prior_precision"] is None  # n/a, not 0
+    assert entry["availability"] > 0 and entry["latency_ms"]["count"] == 25
+    note = report["meta"]["note (blind)"]
+    assert "/ins/odometry" in note and "n/a" in note
+    assert "- note (blind): no ground truth" in (out / "report.md").read_text()
+
+
+def test_odometry_gaps_and_undecodable_frames_are_counted_not_fatal(setup, tmp_path: Path) -> None:
+    faulty = rewrite_bag(
+        setup["query"],
+        tmp_path / "faulty",
+        drop=lambda topic, t: topic == "/ins/odometry" and at_s(2.1) < t < at_s(4.9),  # a 2.8 s INS gap
+        corrupt=lambda t: t in (at_s(1.0), at_s(6.0)),
+    )
+    out = tmp_path / "report"
+    assert _evaluate(setup, out, faulty) == 0
+    entry = json.loads((out / "report.json").read_text())["all"]
+    assert (
+        entry["frames"]["sent"] == 25 and entry["frames"]["processed"] == 23 and entry["frames"]["bad"] == 2
+    )
+    assert entry["num_frames"] == 23
+    # frames at 2.33 .. 4.67 s (every 1/3 s) lie in the gap: no truth, not judged
+    assert entry["frames_without_truth"] == 8
+    assert entry["recall_at"]["5"] >= 0.8
+
+
+def test_bad_inputs_end_with_a_named_error_and_write_nothing(setup, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    other_model = small_model(tmp_path / "other.pt", size=32)
+    not_a_bag = tmp_path / "not_a_bag"
+    not_a_bag.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    rewrite_bag(setup["query"], elsewhere, drop=lambda topic, t: topic == "/map/utm_origin")
+    common = ["evaluate", "--offline", "--out", str(out)]
+    cases = [
+        [*common, "--map", str(tmp_path / "no_map"), "--model", str(setup["model"]), str(setup["query"])],
+        [*common, "--map", str(setup["map"]), "--model", str(other_model), str(setup["query"])],
+        [*common, "--map", str(setup["map"]), "--model", str(tmp_path / "no_model.pt"), str(setup["query"])],
+        [*common, "--map", str(setup["map"]), "--model", str(setup["model"]), str(tmp_path / "no_bag")],
+        [*common, "--map", str(setup["map"]), "--model", str(setup["model"]), str(not_a_bag)],
+        [
+            *common,
+            "--map",
+            str(setup["map"]),
+            "--model",
+            str(setup["model"]),
+            str(elsewhere),
+        ],  # no UTM origin
+        [
+            *common,
+            "--map",
+            str(setup["map"]),
+            "--model",
+            str(setup["model"]),
+            "--rate",
+            "2",
+            str(setup["query"]),
+        ],
+        [*common, "--map", str(setup["map"]), "--threshold", "-1", str(setup["query"])],
+        [*common, "--model", str(setup["model"]), str(setup["query"])],  # no map
+        [*common, "--map", str(setup["map"]), "--compare", str(out)],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        assert not out.exists(), argv
+        assert _leftovers(tmp_path) == [], argv
+
+
+def test_compare_puts_reports_side_by_side(setup, tmp_path: Path) -> None:
+    assert _evaluate(setup, tmp_path / "radius10", setup["query"]) == 0
+    common = ["evaluate", "--map", str(setup["map"]), "--model", str(setup["model"]), "--offline"]
+    assert main([*common, "--threshold", "3", "--out", str(tmp_path / "radius3"), str(setup["query"])]) == 0
+    out = tmp_path / "cmp"
+    argv = ["evaluate", "--compare", str(tmp_path / "radius10"), str(tmp_path / "radius3"), "--out", str(out)]
+    assert main(argv) == 0
+    md = (out / "compare.md").read_text()
+    assert "| metric | radius10 | radius3 |" in md and "| success radius | 10 m | 3 m |" in md
+    assert sorted(p.name for p in out.glob("compare_*.png")) == [
+        "compare_latency_histogram.png",
+        "compare_precision_recall.png",
+        "compare_prior_error_cdf.png",
+        "compare_recall_at_n.png",
+        "compare_recall_vs_distance.png",
+    ]
+    assert main(argv) == 2 and main([*argv, "--overwrite"]) == 0  # exists: refused unless --overwrite
+    assert main(["evaluate", "--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "c2")]) == 2
+    assert not (tmp_path / "c2").exists() and _leftovers(tmp_path) == []
+
+
+def test_the_localizer_settings_come_from_the_nodes_params_file(tmp_path: Path) -> None:
+    repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
+    assert localizer_config_from_params(repo_params) == LocalizerConfig()  # the file states the defaults
+    params = tmp_path / "robot.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    top_k: 10\n    map: /somewhere\n"
+        "localize:\n  ros__parameters:\n    min_score: 0.7\n"
+    )
+    assert localizer_config_from_params(params) == LocalizerConfig(top_k=10, min_score=0.7)
+    params.write_text("/**:\n  ros__parameters:\n    top_k: ten\n")
+    with pytest.raises(ConfigError, match="top_k"):
+        localizer_config_from_params(params)
+    with pytest.raises(ConfigError, match="rate"):
+        EvaluateConfig(rate=0.0)
+    with pytest.raises(ConfigError, match="device"):
+        EvaluateConfig(device="tpu")
+    assert np.isfinite(EvaluateConfig().evaluation.threshold_m)
+
+
+def test_loop_candidate_counts_survive_report_json() -> None:
+    """The loop-candidate count (all ranks) and its curve's count (rank 1) are two JSON entries."""
+    from vbl_ros.evaluation import EvaluationReport, evaluate_localization
+    from vbl_ros.localizer import LocalizationResult, LoopCandidate
+
+    def frame(i: int, loops: int) -> LocalizationResult:
+        keyframe_ns = i * NS_PER_FRAME // 2  # where the drive was 5 i m before: wrong within 1 m
+        candidates = tuple(LoopCandidate(r + 1, 0.9 - 0.1 * r, keyframe_ns, None, None) for r in range(loops))
+        return LocalizationResult(i * NS_PER_FRAME, None, (), candidates, "no map", 1.0, 1.0)
+
+    results = [frame(i, 3 if i > 2 else 0) for i in range(6)]  # 3 frames with 3 candidates each
+    truth = np.array([[10.0 * i, 0.0, 0.0] for i in range(6)])
+    report = EvaluationReport.of({"drive": evaluate_localization(results, truth, threshold_m=1.0)})
+    loops = EvaluationReport.from_json(report.to_json()).all.loop_candidates
+    assert loops.frames_with_candidates == report.all.loop_candidates.frames_with_candidates == 0.5
+    assert (loops.candidates, loops.curve.candidates, loops.wrong_candidates) == (9, 3, 9)
+
+
+NS_PER_FRAME = 10**9

@@ -1,0 +1,439 @@
+"""``vbl evaluate``: replay query bags against a map (the live node over DDS, or offline), score them, write the report.
+
+:func:`evaluate` composes the steps: check the inputs (the map and the model belong together, every
+bag can be read and brought into the map's frame), replay each query bag (live:
+:func:`vbl_ros.ros.live.replay_live`, the installed ``localize`` node as on the robot; offline:
+:func:`vbl_ros.evaluation.localize_bag`, the core localizer in this process), score each with the one
+routine (:func:`vbl_ros.evaluation.evaluate_localization`) against its odometry in the map's frame,
+and write ``report.json``, ``report.md`` and the plots (:func:`vbl_ros.evaluation.write_report`) into
+a temporary sibling folder that is renamed into place when complete. :func:`compare_reports` puts
+finished reports side by side (:func:`vbl_ros.evaluation.compare`).
+
+What is scored: the frames the localizer processed. Frames it dropped (latest frame wins), frames
+lost on the way and frames it could not decode are counted in the report's frame counts, not scored.
+A query bag without odometry has no ground truth: its frames are counted and its retrieval-free
+figures (pose-prior availability, loop-candidate counts, latency, frame counts) are reported; recall
+and errors are n/a, and the report says so in a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import yaml
+
+from vbl_ros.bags import CAMERA_TOPICS, open_reader
+from vbl_ros.config import from_dict
+from vbl_ros.errors import ConfigError, MissingDataError, OutputExistsError
+from vbl_ros.evaluation import (
+    EvaluationConfig,
+    EvaluationReport,
+    FrameCounts,
+    FrameTruth,
+    LocalizationReport,
+    compare,
+    evaluate_localization,
+    frame_truth,
+    load_report,
+    localize_bag,
+    write_report,
+)
+from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
+from vbl_ros.mapping import KeyframeMap
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    from vbl_ros.model import DescriptorNet
+
+__all__ = ["DEVICES", "EvaluateConfig", "compare_reports", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+_IMAGE_TYPES = {"sensor_msgs/msg/CompressedImage": True, "sensor_msgs/msg/Image": False}
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """How ``vbl evaluate`` replays the query bags and scores them.
+
+    Attributes:
+        offline: run the core localizer frame by frame in this process, as fast as it goes, instead
+            of the ``localize`` node over DDS.
+        rate: live replay pace relative to each bag's recorded pace (2.0: twice as fast).
+        device: where the network runs: auto (CUDA when available), cpu or cuda.
+        params_file: the node's parameters file (top_k, thresholds, ...; the map, model, device and
+            image transport are set by the evaluation); ``None``: the package's ``config/localize.yaml``.
+            Offline mode reads the localizer's settings from the same file.
+        camera_topic: the bags' image topic; ``None``: the centre camera, or the only image topic.
+        truth_max_gap_s: odometry gaps longer than this are not interpolated across; frames in
+            them have no ground truth and are counted apart.
+        node_start_timeout_s: how long the live node may take to load its model and map.
+        evaluation: what counts as right (success radius, recall@N, ...).
+    """
+
+    offline: bool = False
+    rate: float = 1.0
+    device: str = "auto"
+    params_file: str | None = None
+    camera_topic: str | None = None
+    truth_max_gap_s: float = 1.0
+    node_start_timeout_s: float = 120.0
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ConfigError(
+                f"rate must be a positive factor of the bags' pace, e.g. 1 or 2; got {self.rate}"
+            )
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if not (math.isfinite(self.truth_max_gap_s) and self.truth_max_gap_s > 0):
+            raise ConfigError(f"truth_max_gap_s must be > 0 s, got {self.truth_max_gap_s}")
+        if not self.node_start_timeout_s > 0:
+            raise ConfigError(f"node_start_timeout_s must be > 0 s, got {self.node_start_timeout_s}")
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A query bag, checked: its camera topic and its truth in the map's frame."""
+
+    name: str
+    bag: Path
+    camera_topic: str
+    compressed: bool
+    truth: FrameTruth
+    note: str | None
+
+
+@dataclass(frozen=True)
+class _Replayed:
+    """What the localizer said about the frames it processed, with their latencies and the counts."""
+
+    results: Sequence[LocalizationResult]
+    latencies_ms: Sequence[float]
+    frames: FrameCounts
+
+
+def evaluate(
+    map_dir: Path | str,
+    query_bags: Sequence[Path | str],
+    out: Path | str,
+    *,
+    model: Path | str | None = None,
+    config: EvaluateConfig | None = None,
+    overwrite: bool = False,
+    meta: Mapping[str, str] | None = None,
+) -> Path:
+    """Replay ``query_bags`` against the map ``map_dir``, score each and all together; write the report.
+
+    Args:
+        map_dir: a map from ``vbl build-map``.
+        query_bags: the query drives (each reported separately and together, as "all").
+        out: the report folder to create (``report.json``, ``report.md``, ``plots/``; live mode
+            adds the node's logs in ``logs/``).
+        model: the model the map was built with; ``None``: the embedded default model.
+        config: live or offline, pace, device, parameters, success radius.
+        overwrite: replace an existing report at ``out``.
+        meta: extra lines for the report's header (e.g. the command).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        OutputExistsError: ``out`` exists (and ``overwrite`` is false, or it is not a report).
+        MapError: no map at ``map_dir``. ModelMismatchError: the map was built with another model.
+        MissingDataError: a bag is missing, unreadable or has no camera topic.
+        FrameMismatchError: a bag's odometry cannot be brought into the map's frame.
+    """
+    from vbl_ros.model import default_model, load_model, model_fingerprint
+
+    config = config or EvaluateConfig()
+    out = Path(out).absolute()
+    _check_out(out, overwrite, "report.json")
+    params_file = Path(config.params_file) if config.params_file else _package_params_file()
+    localizer_config = localizer_config_from_params(params_file)
+    net = load_model(model) if model is not None else default_model()
+    keyframe_map = KeyframeMap.load(map_dir, expected_fingerprint=model_fingerprint(net))
+    queries = [_inspect(bag, name, keyframe_map, config) for name, bag in _unique_names(query_bags).items()]
+    with _staging(out, overwrite, "report.json") as staging:
+        if config.offline:
+            replay = _offline_replayer(net, keyframe_map, localizer_config, config)
+        else:
+            replay = _live_replayer(Path(map_dir), model, params_file, staging / "logs", config)
+        scored = {q.name: _score(q, replay(q), keyframe_map, config) for q in queries}
+        header = _meta(map_dir, keyframe_map, model, net, params_file, queries, config, meta)
+        report = EvaluationReport.of(scored, meta=header)
+        write_report(report, staging, map_positions=keyframe_map.positions())
+    logger.info("evaluation written to %s: %s", out, report.all.summary())
+    return out
+
+
+def compare_reports(report_dirs: Sequence[Path | str], out: Path | str, *, overwrite: bool = False) -> Path:
+    """Several reports side by side (``out/compare.md`` and ``out/compare_*.png``); returns ``out``.
+
+    Each report is labelled with its folder's name (with its parent's when two names are equal).
+
+    Raises:
+        ReportError: a folder holds no readable report. OutputExistsError: ``out`` exists.
+    """
+    if not report_dirs:
+        raise ConfigError("--compare needs at least one report folder written by vbl evaluate")
+    out = Path(out).absolute()
+    _check_out(out, overwrite, "compare.md")
+    reports = {label: load_report(path) for label, path in _unique_names(report_dirs).items()}
+    with _staging(out, overwrite, "compare.md") as staging:
+        compare(reports, staging)
+    return out
+
+
+def localizer_config_from_params(params_file: Path | str) -> LocalizerConfig:
+    """The :class:`LocalizerConfig` a ``localize`` params file sets (its ``/**`` and ``localize`` entries).
+
+    The node's own parameters (map, model, device, ...) in the file are not the localizer's and are
+    left out; a localizer setting of the wrong type or value is refused, naming it.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or sets an invalid value.
+    """
+    path = Path(params_file)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found; give a file like config/localize.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    values: dict[str, object] = {}
+    entries = data.items() if isinstance(data, dict) else ()
+    for key, entry in sorted(entries, key=lambda kv: kv[0] != "/**"):  # "/**" first, the node's own on top
+        if (key == "/**" or str(key).rstrip("/").endswith("localize")) and isinstance(entry, dict):
+            values.update(entry.get("ros__parameters") or {})
+    names = {f.name for f in dataclasses.fields(LocalizerConfig)}
+    return from_dict(LocalizerConfig, {k: v for k, v in values.items() if k in names}, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------- steps
+
+
+def _inspect(bag: Path | str, name: str, keyframe_map: KeyframeMap, config: EvaluateConfig) -> _Query:
+    """Check a query bag before anything runs: readable, a camera topic, its truth in the map's frame."""
+    from rosbags.highlevel import AnyReaderError
+
+    bag = Path(bag)
+    try:
+        with open_reader(bag) as reader:
+            images = {c.topic: c.msgtype for c in reader.connections if c.msgtype in _IMAGE_TYPES}
+    except (AnyReaderError, OSError) as err:
+        raise MissingDataError(f"{bag}: not a readable rosbag2 bag ({err}); give a bag folder") from err
+    topic = config.camera_topic or next((t for t in CAMERA_TOPICS if t in images), None)
+    if topic is None and len(images) == 1:
+        topic = next(iter(images))
+    if topic not in images:
+        raise MissingDataError(
+            f"{bag}: no image topic {topic or 'of the centre camera'!s}; its image topics are "
+            f"{sorted(images) or 'none'}; name one with camera_topic (--camera-topic)"
+        )
+    note = None
+    try:
+        truth = frame_truth(bag, keyframe_map.utm_origin, max_gap_s=config.truth_max_gap_s)
+    except MissingDataError as err:
+        truth = FrameTruth(None)
+        note = (
+            f"no ground truth ({err}): its frames are counted and its pose-prior availability, "
+            "loop-candidate counts and latency reported; recall, errors and precision are n/a"
+        )
+        logger.warning("%s: %s", bag, note)
+    return _Query(name, bag, topic, _IMAGE_TYPES[images[topic]], truth, note)
+
+
+def _offline_replayer(
+    net: DescriptorNet, keyframe_map: KeyframeMap, localizer_config: LocalizerConfig, config: EvaluateConfig
+) -> Callable[[_Query], _Replayed]:
+    """Each query through the core localizer in this process (a fresh session per bag)."""
+    from vbl_ros.model import DescriptorExtractor
+
+    localizer = Localizer(DescriptorExtractor(net, config.device), keyframe_map, localizer_config)
+
+    def replay(query: _Query) -> _Replayed:
+        seen: list[int] = []
+
+        def keep(stamp_ns: int) -> bool:
+            seen.append(stamp_ns)
+            return True
+
+        localizer.reset_session()
+        results = localize_bag(localizer, query.bag, camera_topic=query.camera_topic, keep=keep)
+        rejected = sum(r.rejected_reason is not None for r in results)
+        frames = FrameCounts(len(seen), len(results), 0, rejected, bad=len(seen) - len(results))
+        return _Replayed(results, [r.descriptor_ms + r.search_ms for r in results], frames)
+
+    return replay
+
+
+def _live_replayer(
+    map_dir: Path, model: Path | str | None, params_file: Path, logs: Path, config: EvaluateConfig
+) -> Callable[[_Query], _Replayed]:
+    """Each query replayed over DDS into its own run of the installed ``localize`` node."""
+    from vbl_ros.ros.live import replay_live
+
+    def replay(query: _Query) -> _Replayed:
+        run = replay_live(
+            map_dir,
+            query.bag,
+            logs,
+            model=model,
+            camera_topic=query.camera_topic,
+            compressed=query.compressed,
+            rate=config.rate,
+            device=config.device,
+            params_file=params_file,
+            node_start_timeout_s=config.node_start_timeout_s,
+        )
+        return _Replayed(run.results, run.latencies_ms, run.frames)
+
+    return replay
+
+
+def _score(
+    query: _Query, replayed: _Replayed, keyframe_map: KeyframeMap, config: EvaluateConfig
+) -> LocalizationReport:
+    """The one scoring routine, against the query's truth in the map's frame."""
+    stamps = np.array([r.stamp_ns for r in replayed.results], dtype=np.int64)
+    logger.info("%s: scoring %d frames (%s)", query.name, len(stamps), replayed.frames)
+    return evaluate_localization(
+        replayed.results,
+        query.truth.positions(stamps),
+        latencies_ms=replayed.latencies_ms,
+        map_positions=keyframe_map.positions(),
+        ground_truth_yaw_rad=query.truth.yaw_rad(stamps),
+        query_trajectory=query.truth.positions,
+        frames=replayed.frames,
+        config=config.evaluation,
+    )
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _package_params_file() -> Path:
+    """The package's ``config/localize.yaml`` (the one the node is launched with)."""
+    from vbl_ros.ros.process import find_share_file  # plain Python: finds a file, imports no ROS
+
+    try:
+        return find_share_file("config/localize.yaml")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{err}; give the node's parameters file (params_file, --params)") from err
+
+
+def _unique_names(paths: Sequence[Path | str]) -> dict[str, Path]:
+    """A name per path: its folder name, with parent folders added while two names are equal."""
+    resolved = [Path(p).absolute() for p in paths]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(f"a folder is given twice: {[str(p) for p in paths]}")
+    depth = 1
+    while True:
+        names = ["/".join(p.parts[-depth:]) for p in resolved]
+        if len(set(names)) == len(names) and "all" not in names:
+            return dict(zip(names, resolved, strict=True))
+        depth += 1
+
+
+def _check_out(out: Path, overwrite: bool, marker: str) -> None:
+    """Refuse an existing output folder (unless ``overwrite``, and then only a folder we wrote)."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out}: exists; choose another --out or replace it with --overwrite")
+    if not out.is_dir() or not ((out / marker).is_file() or not any(out.iterdir())):
+        raise OutputExistsError(f"{out}: exists and is not a vbl report ({marker}); not replacing it")
+
+
+@contextmanager
+def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to write into; renamed into place when the block succeeds.
+
+    An existing ``out`` (allowed by ``overwrite``) is renamed aside, the new one renamed in, and the
+    old one deleted, so a failure at any point leaves either the old folder or the new one, never a
+    half-written one.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # as an ordinary folder (mkdtemp makes it private)
+    try:
+        yield tmp
+        _check_out(out, overwrite, marker)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _meta(
+    map_dir: Path | str,
+    keyframe_map: KeyframeMap,
+    model: Path | str | None,
+    net: DescriptorNet,
+    params_file: Path,
+    queries: Sequence[_Query],
+    config: EvaluateConfig,
+    extra: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """The report's header: what was evaluated, how, where and when."""
+    from vbl_ros.model import model_fingerprint
+
+    mode = (
+        "offline: the core localizer frame by frame in one process, as fast as it goes"
+        if config.offline
+        else f"live: the installed localize node over DDS, each bag replayed at {config.rate:g}x its recorded pace"
+    )
+    meta = dict(extra or {})
+    meta.update(
+        {
+            "map": f"{Path(map_dir).absolute()} ({len(keyframe_map)} keyframes)",
+            "model": f"{model if model is not None else 'the embedded default model'} "
+            f"({net.config.backbone} + {net.config.aggregation}, fingerprint {model_fingerprint(net)[:16]})",
+            "mode": mode,
+            "device": config.device,
+            "parameters": str(params_file),
+            "query bags": ", ".join(f"{q.name} ({q.bag}, {q.camera_topic})" for q in queries),
+            "scored frames": "those the localizer processed; dropped, lost and bad frames are only counted",
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": _machine(),
+        }
+    )
+    for q in queries:
+        if q.note:
+            meta[f"note ({q.name})"] = q.note
+    return meta
+
+
+def _machine() -> str:
+    """The CPU (model and count) and OS: the figures' context."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
