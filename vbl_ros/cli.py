@@ -180,8 +180,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise ConfigError(
             "vbl evaluate needs --map MAP and at least one QUERY_BAG (or --compare REPORT_DIR...)"
         )
-    if args.offline and args.rate is not None:
-        raise ConfigError("--rate sets the live replay's pace; --offline runs as fast as it goes: drop one")
     config = _config(
         EvaluateConfig,
         args.config,
@@ -191,6 +189,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         params_file=None if args.params is None else str(args.params),
         camera_topic=args.camera_topic,
     )
+    if config.offline and args.rate is not None:
+        raise ConfigError("--rate sets the live replay's pace; --offline runs as fast as it goes: drop one")
     if args.threshold is not None:
         config = dataclasses.replace(
             config, evaluation=dataclasses.replace(config.evaluation, threshold_m=args.threshold)
