@@ -27,7 +27,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from vbl_ros.localizer import LocalizationResult, Match, PosePrior
+from vbl_ros.localizer import LocalizationResult, LoopCandidate, Match, PosePrior
 from vbl_ros.mapping import Keyframe
 from vbl_ros.ros.messages import loop_candidates_from_msg, stamp_to_ns
 
@@ -59,11 +59,20 @@ class OutputCollector:
         domain_id: the ``ROS_DOMAIN_ID`` of the node under test.
         name: this rclpy node's name.
         namespace: the node's namespace (its outputs are ``<namespace>/pose_prior``, ...).
+        status_name: read only the ``/diagnostics`` status of this name (e.g.
+            ``vbl: /ns/localize``); ``None``: any vbl node's.
 
     Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, domain_id: int, *, name: str = "vbl_output_collector", namespace: str = "/") -> None:
+    def __init__(
+        self,
+        domain_id: int,
+        *,
+        name: str = "vbl_output_collector",
+        namespace: str = "/",
+        status_name: str | None = None,
+    ) -> None:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -75,12 +84,16 @@ class OutputCollector:
         self._counts: dict[str, int] = dict.fromkeys(OUTPUT_TOPICS, 0)
         self._sent_at: dict[int, float] = {}
         self._diagnostics: DiagnosticArray | None = None
+        self._status_name = status_name
+        self.diagnostics_received_at = -math.inf  # monotonic time of the latest diagnostics
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         prefix = namespace.rstrip("/")
-        for key, msg_type in OUTPUT_TOPICS.items():
+        self._subscriptions = [
             self.node.create_subscription(
                 msg_type, f"{prefix}/{key}", lambda msg, key=key: self._on_output(key, msg), qos
             )
+            for key, msg_type in OUTPUT_TOPICS.items()
+        ]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos)
         self._thread = threading.Thread(target=self._spin, name="vbl-collector", daemon=True)
         self._thread.start()
@@ -101,10 +114,25 @@ class OutputCollector:
             if stamp is not None:
                 self._first[key].setdefault(stamp, (now, msg))
 
+    def _is_ours(self, name: str) -> bool:
+        return name == self._status_name if self._status_name is not None else name.startswith("vbl:")
+
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        if any(status.name.startswith("vbl:") for status in msg.status):
+        if any(self._is_ours(status.name) for status in msg.status):
             with self.lock:
                 self._diagnostics = msg
+                self.diagnostics_received_at = time.monotonic()
+
+    def outputs_matched(self) -> bool:
+        """Whether every output topic has a publisher matched to us (answers sent before that are lost)."""
+        return all(sub.get_publisher_count() > 0 for sub in self._subscriptions)
+
+    def clear(self) -> None:
+        """Forget the frames sent and the answers received (e.g. between passes over one bag)."""
+        with self.lock:
+            self._sent_at.clear()
+            for table in self._first.values():
+                table.clear()
 
     # --- what was sent ----------------------------------------------------------------------------
 
@@ -169,7 +197,7 @@ class OutputCollector:
             msg = self._diagnostics
         if msg is None:
             return {}
-        status = next(s for s in msg.status if s.name.startswith("vbl:"))
+        status = next(s for s in msg.status if self._is_ours(s.name))
         return {kv.key: kv.value for kv in status.values} | {
             "_message": status.message,
             "_level": str(int.from_bytes(status.level, "little")),
@@ -203,11 +231,20 @@ class OutputCollector:
             if matches_msg is not None
             else ()
         )
+        loops_msg = self.message("loop_candidates", stamp_ns)
+        loops = (
+            tuple(
+                LoopCandidate(row.rank, row.score, row.keyframe_stamp_ns, row.position, row.orientation)
+                for row in loop_candidates_from_msg(loops_msg)
+            )
+            if loops_msg is not None
+            else ()
+        )
         return LocalizationResult(
             stamp_ns=stamp_ns,
             pose_prior=prior,
             matches=matches,
-            loop_candidates=(),
+            loop_candidates=loops,
             rejected_reason=None,
             descriptor_ms=None,  # not measured over DDS
             search_ms=None,

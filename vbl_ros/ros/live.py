@@ -4,7 +4,7 @@
 ``localize`` executable exactly as on the robot (the params file, the map and model as parameters,
 the image topic remapped; :mod:`vbl_ros.ros.process`), replays the bag's camera into it over DDS at
 the bag's pace or ``rate`` times it (:func:`vbl_ros.ros.replay.replay_bag`), collects what it
-publishes (the demo's collector, plus loop candidates) and reads the node's own frame counts from
+publishes (:class:`~vbl_ros.ros.collector.OutputCollector`, the one collector) and reads the node's own frame counts from
 ``/diagnostics``. It also samples the node process's resident memory.
 
 Each run puts the node in a namespace of its own (``-r __ns:=/vbl_evaluate_<pid>_<n>``), so another
@@ -14,7 +14,6 @@ before the first frame, so no frame is lost to discovery.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
@@ -26,19 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import PointCloud2
-
 from vbl_ros.bags import open_reader
 from vbl_ros.errors import VblError
 from vbl_ros.evaluation import FrameCounts
-from vbl_ros.localizer import LocalizationResult, LoopCandidate
-from vbl_ros.ros.demo import _Collector
-from vbl_ros.ros.messages import loop_candidates_from_msg, stamp_to_ns
+from vbl_ros.localizer import LocalizationResult
+from vbl_ros.ros.collector import OutputCollector
 from vbl_ros.ros.process import find_share_file, localize_command, start_localize, stop_process
 from vbl_ros.ros.replay import replay_bag
 
@@ -57,7 +48,7 @@ class LiveRun:
 
     Attributes:
         results: what it published for each frame it answered (pose prior, map matches, loop
-            candidates), in stamp order; timings unknown over DDS (``nan``).
+            candidates), in stamp order; the localizer's own timings are not measured over DDS (``None``).
         latencies_ms: per result, image published -> first output received.
         frames: sent (published), processed, dropped (by the node as stale, or never received),
             rejected (processed without a prior) and bad (undecodable, or failed), from the node's
@@ -73,51 +64,6 @@ class LiveRun:
     diagnostics: dict[str, str]
     node_rss_mib: tuple[tuple[float, float], ...]
     node_log: Path
-
-
-class _LiveCollector(_Collector):
-    """The demo's collector, with loop candidates and the arrival time of the latest diagnostics of
-    the node whose status is named ``status_name``."""
-
-    def __init__(self, status_name: str) -> None:
-        super().__init__()
-        self.status_name = status_name
-        self.loops: dict[int, tuple[LoopCandidate, ...]] = {}
-        self.diagnostics_at = -math.inf
-
-    def on_loops(self, msg: PointCloud2) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        loops = tuple(
-            LoopCandidate(row.rank, row.score, row.keyframe_stamp_ns, row.position, row.orientation)
-            for row in loop_candidates_from_msg(msg)
-        )
-        with self.lock:
-            self.loops[stamp] = loops
-
-    def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        if not any(status.name == self.status_name for status in msg.status):
-            return
-        with self.lock:
-            self.diagnostics = msg
-            self.diagnostics_at = time.monotonic()
-
-    def values(self) -> dict[str, str]:
-        """The latest diagnostics' key-values (empty before the first)."""
-        with self.lock:
-            msg = self.diagnostics
-        if msg is None:
-            return {}
-        status = next(s for s in msg.status if s.name == self.status_name)
-        return {kv.key: kv.value for kv in status.values}
-
-    def result(self, stamp_ns: int) -> LocalizationResult:
-        return dataclasses.replace(super().result(stamp_ns), loop_candidates=self.loops.get(stamp_ns, ()))
-
-    def clear(self) -> None:
-        """Forget the frames (between passes over the same bag)."""
-        with self.lock:
-            for table in (self.sent_wall, self.answered_wall, self.priors, self.matches, self.loops):
-                table.clear()
 
 
 class _RssSampler:
@@ -210,32 +156,16 @@ def replay_live(
     logger.info("starting the localize node (ROS_DOMAIN_ID %d): %s", domain_id, " ".join(command))
     process = start_localize(command, domain_id=domain_id, log_path=log_path)
     memory = _RssSampler(process.pid, rss_period_s)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    collector = _LiveCollector(status_name=f"vbl: {namespace}/localize")
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    node = rclpy.create_node(f"vbl_evaluate_player_{os.getpid()}", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    collector = OutputCollector(
+        domain_id, name="vbl_evaluate_player", namespace=namespace, status_name=f"vbl: {namespace}/localize"
+    )
+    node = collector.node
     sent = 0
     latencies: list[float] = []
     try:
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        outputs = [
-            node.create_subscription(
-                PoseWithCovarianceStamped, f"{namespace}/pose_prior", collector.on_prior, reliable
-            ),
-            node.create_subscription(PointCloud2, f"{namespace}/map_matches", collector.on_matches, reliable),
-            node.create_subscription(
-                PointCloud2, f"{namespace}/loop_candidates", collector.on_loops, reliable
-            ),
-        ]
-        node.create_subscription(DiagnosticArray, "/diagnostics", collector.on_diagnostics, reliable)
         # ready: it publishes diagnostics, and its outputs reach us (an answer sent before a match is lost)
         _wait(
-            lambda: bool(collector.values()) and all(o.get_publisher_count() for o in outputs),
+            lambda: bool(collector.diagnostics()) and collector.outputs_matched(),
             node_start_timeout_s,
             process,
             log_path,
@@ -250,8 +180,7 @@ def replay_live(
 
         def on_publish(_topic: str, bag_time_ns: int) -> None:
             stamp = header_stamps.get(bag_time_ns, bag_time_ns)
-            with collector.lock:
-                collector.sent_wall[stamp] = time.monotonic()
+            collector.note_sent(stamp)
             if stamp == last_frame:
                 # replay_bag destroys its publisher right after the last frame, and a best-effort
                 # writer destroyed at once can take its last sample with it: let it go out first
@@ -268,9 +197,9 @@ def replay_live(
 
             def accounted(total: int = sent, after: float = last_sent) -> bool:
                 """Every frame sent is accounted for, or every frame received and no more to come."""
-                frames = _frame_counts(collector.values(), total)
+                frames = _frame_counts(collector.diagnostics(), total)
                 done = frames.processed + frames.bad + frames.dropped  # dropped: also never received
-                quiet = collector.diagnostics_at > after + _QUIET_S
+                quiet = collector.diagnostics_received_at > after + _QUIET_S
                 return done >= total and (quiet or frames.dropped == 0)
 
             if not _wait(
@@ -280,17 +209,14 @@ def replay_live(
                     "the node had not accounted for every frame %.0f s after the last one", settle_timeout_s
                 )
             time.sleep(0.2)  # outputs published just before the counters were updated
-            with collector.lock:
-                answered = sorted(s for s in collector.answered_wall if s in collector.sent_wall)
-                latencies = [1000 * (collector.answered_wall[s] - collector.sent_wall[s]) for s in answered]
+            answered = sorted(s for s in collector.answered_stamps() if collector.sent_at(s) is not None)
+            latencies = [1000 * (collector.latency_s(s) or math.nan) for s in answered]
         results = tuple(collector.result(s) for s in answered)
-        values = collector.values()
+        values = {k: v for k, v in collector.diagnostics().items() if not k.startswith("_")}
     finally:
         code = stop_process(process)
         rss = memory.stop()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        collector.close()
     logger.info("the localize node stopped with exit code %s", code)
     frames = _frame_counts(values, sent)
     logger.info("%s live: %s; node diagnostics %s", bag.name, frames, values)
