@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from vbl_ros.errors import OutputExistsError
+from vbl_ros.files import temp_file
 
 __all__ = ["write_atomically"]
 
@@ -24,7 +24,7 @@ def write_atomically(out: Path, write: Callable[[Path], None], *, overwrite: boo
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: exists; choose another --out or --overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, name = temp_file(out)
     os.close(fd)
     tmp = Path(name)
     try:

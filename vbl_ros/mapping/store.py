@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
+from vbl_ros.files import temp_dir
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import INDEXES, IndexConfig, index_config, new_index
 
@@ -295,7 +295,7 @@ class KeyframeMap:
         """
         path = Path(path).absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = temp_dir(path)
         try:
             self._write_files(tmp)
         except BaseException:

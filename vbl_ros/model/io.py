@@ -15,13 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from vbl_ros.config import from_dict, to_dict
 from vbl_ros.errors import ConfigError, ModelError
+from vbl_ros.files import temp_file
 from vbl_ros.model.hallucination import HallucinationNet
 from vbl_ros.model.net import DescriptorNet, ModelConfig
 
@@ -81,7 +81,7 @@ def save_model(net: DescriptorNet, path: Path | str) -> Path:
         "state_dict": state,
         "fingerprint": _fingerprint(net.config, state),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)

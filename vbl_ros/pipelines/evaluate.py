@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +51,7 @@ from vbl_ros.evaluation import (
     localize_bag,
     write_report,
 )
+from vbl_ros.files import temp_dir
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
 
@@ -370,8 +370,7 @@ def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     half-written one.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # as an ordinary folder (mkdtemp makes it private)
+    tmp = temp_dir(out)
     try:
         yield tmp
         _check_out(out, overwrite, marker)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from vbl_ros.errors import ModelError
+from vbl_ros.files import temp_file
 
 __all__ = ["FORMAT", "load_checkpoint", "restore_rng", "rng_state", "save_checkpoint"]
 
@@ -53,7 +53,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus the format header) to ``path`` atomically; return ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
