@@ -37,7 +37,6 @@ import importlib.util
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -322,15 +321,6 @@ class ExportedExtractor:
         if self.precision != "fp32":  # renormalise after reduced-precision rounding
             out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
         return out
-
-    def time_one(self, image: np.ndarray, repeats: int = 20) -> float:
-        """Median milliseconds of one single-image call (for diagnostics and benchmarks)."""
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            self([image])
-            times.append((time.perf_counter() - t0) * 1e3)
-        return float(np.median(times))
 
 
 # --- choosing and building ---------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -139,12 +138,3 @@ class DescriptorExtractor:
         if self._half:  # renormalise after fp16 rounding
             out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
         return out
-
-    def time_one(self, image: np.ndarray, repeats: int = 20) -> float:
-        """Median milliseconds of one single-image call (for diagnostics and benchmarks)."""
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            self([image])
-            times.append((time.perf_counter() - t0) * 1e3)
-        return float(np.median(times))
