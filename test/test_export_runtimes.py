@@ -18,7 +18,7 @@ from vbl_ros.cli import main
 from vbl_ros.errors import BadFrameError, ConfigError, RuntimeUnavailableError
 from vbl_ros.export import build_extractor, choose_runtime, installed_runtimes
 from vbl_ros.export.onnx import PARITY_COSINE
-from vbl_ros.export.runtimes import resize_batch
+from vbl_ros.images import resize_batch
 from vbl_ros.mapping import KeyframeMap, MapConfig, build_map
 from vbl_ros.model import DescriptorExtractor, InputTransform, ModelConfig
 

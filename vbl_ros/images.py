@@ -1,4 +1,5 @@
-"""Camera image decoding: raw ROS encodings and compressed data to RGB, Bayer mosaics.
+"""Camera images without torch: decoding (raw ROS encodings, compressed data, Bayer mosaics) and the
+one check and resize to a network's input size (used by the PyTorch extractor and the exported runtimes).
 
 Everything here works on plain fields (encoding, width, height, step, bytes), so the ROS layer,
 the bag readers and the converter share one decoder without this module importing ROS.
@@ -6,12 +7,23 @@ the bag readers and the converter share one decoder without this module importin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 from vbl_ros.errors import BadFrameError
 
-__all__ = ["BAYER_PATTERNS", "decode_compressed_image", "decode_raw_image", "demosaic", "mosaic"]
+__all__ = [
+    "BAYER_PATTERNS",
+    "check_image",
+    "decode_compressed_image",
+    "decode_raw_image",
+    "demosaic",
+    "mosaic",
+    "resize",
+    "resize_batch",
+]
 
 # OpenCV names Bayer conversions after the second row's first two pixels; ROS after the first row's.
 _DEMOSAIC_CODES = {
@@ -130,3 +142,46 @@ def decode_compressed_image(fmt: str, data: bytes | np.ndarray) -> np.ndarray:
         decoded = decoded[..., :3]
     # OpenCV decodes colour images as BGR.
     return _to_rgb8(decoded, "bgr8" if decoded.ndim == 3 else "mono8")
+
+
+def check_image(image: np.ndarray, index: int = 0) -> np.ndarray:
+    """``image`` as ``(H, W, 3)`` uint8 RGB; a grey ``(H, W)`` image is repeated to three channels.
+
+    Args:
+        image: the array to check.
+        index: its position in the caller's batch, named in the error message.
+
+    Raises:
+        BadFrameError: not uint8, or not ``(H, W, 3)`` / ``(H, W)`` with ``H, W >= 1``.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise BadFrameError(f"image {index}: expected uint8 RGB, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise BadFrameError(f"image {index}: expected shape (H, W, 3), got {image.shape}")
+    return image
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A checked ``(H, W, 3)`` uint8 image resized to ``(height, width, 3)`` (returned as is at that size).
+
+    ``INTER_AREA`` when either side shrinks (it averages, no aliasing), ``INTER_LINEAR`` when both grow.
+    """
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_batch(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """RGB uint8 images of any size (grey too), checked and resized: ``(N, height, width, 3)`` uint8 (NHWC).
+
+    Raises:
+        BadFrameError: an image that is not uint8 ``(H, W, 3)`` or ``(H, W)``.
+    """
+    batch = np.empty((len(images), height, width, 3), np.uint8)
+    for i, image in enumerate(images):
+        batch[i] = resize(check_image(image, i), height, width)
+    return batch

@@ -19,7 +19,7 @@ import numpy as np
 from vbl_ros.errors import ConfigError, ModelError, OutputExistsError, RuntimeUnavailableError
 from vbl_ros.export.files import write_atomically
 from vbl_ros.export.metadata import INPUT_NAME, ExportMetadata, read_metadata
-from vbl_ros.export.runtimes import resize_batch
+from vbl_ros.images import resize_batch
 
 __all__ = ["quantize_onnx"]
 

@@ -41,11 +41,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from vbl_ros.errors import BadFrameError, ConfigError, RuntimeUnavailableError
+from vbl_ros.errors import ConfigError, RuntimeUnavailableError
 from vbl_ros.export.metadata import INPUT_NAME, OUTPUT_NAME, ExportMetadata, model_file_format, read_metadata
+from vbl_ros.images import resize_batch
 
 __all__ = [
     "DEVICES",
@@ -118,43 +118,6 @@ def _require(runtime: str) -> None:
 
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# --- images -> the exported graph's input ------------------------------------------------------------
-# Same checks and resize as vbl_ros.model.transforms (check_image, resize), which imports torch;
-# test_export_runtimes checks that both give the same bytes.
-
-
-def _check_image(image: np.ndarray, index: int) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise BadFrameError(f"image {index}: expected uint8 RGB, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise BadFrameError(f"image {index}: expected shape (H, W, 3), got {image.shape}")
-    return image
-
-
-def resize_batch(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
-    """RGB uint8 images of any size (grey too) -> ``(N, height, width, 3)`` uint8, the exported input.
-
-    ``INTER_AREA`` when either side shrinks, ``INTER_LINEAR`` when both grow, as
-    :func:`vbl_ros.model.transforms.resize`.
-
-    Raises:
-        BadFrameError: an image that is not uint8 ``(H, W, 3)`` or ``(H, W)``.
-    """
-    batch = np.empty((len(images), height, width, 3), np.uint8)
-    for i, image in enumerate(images):
-        image = _check_image(image, i)
-        if image.shape[:2] != (height, width):
-            shrinking = image.shape[0] > height or image.shape[1] > width
-            image = cv2.resize(
-                image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-            )
-        batch[i] = image
-    return batch
 
 
 # --- backends: run((N, H, W, 3) uint8) -> (N, D) float32 ----------------------------------------------

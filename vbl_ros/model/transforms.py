@@ -3,7 +3,8 @@
 Used by the extractor, by the model initialisation (NetVLAD / PCA fitting), and next by the training
 datasets and the export. Two halves:
 
-- NumPy: :func:`check_image` (``(H, W, 3)`` uint8 RGB, or ``(H, W)`` grey repeated to RGB; anything
+- NumPy (torch-free, in :mod:`vbl_ros.images` so exported runtimes share it; re-exported here):
+  :func:`check_image` (``(H, W, 3)`` uint8 RGB, or ``(H, W)`` grey repeated to RGB; anything
   else is a :class:`~vbl_ros.errors.BadFrameError`) and :func:`resize` (OpenCV ``INTER_AREA`` when
   shrinking, ``INTER_LINEAR`` when growing); :meth:`InputTransform.resize_batch` gives the
   ``(N, h, w, 3)`` uint8 NHWC batch the extractor uploads.
@@ -19,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from vbl_ros.errors import BadFrameError, ConfigError
+from vbl_ros.images import check_image, resize, resize_batch
 
 if TYPE_CHECKING:
     from vbl_ros.model.net import ModelConfig
@@ -40,37 +41,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def check_image(image: np.ndarray, index: int = 0) -> np.ndarray:
-    """``image`` as ``(H, W, 3)`` uint8 RGB; a grey ``(H, W)`` image is repeated to three channels.
-
-    Args:
-        image: the array to check.
-        index: its position in the caller's batch, named in the error message.
-
-    Raises:
-        BadFrameError: not uint8, or not ``(H, W, 3)`` / ``(H, W)`` with ``H, W >= 1``.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise BadFrameError(f"image {index}: expected uint8 RGB, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise BadFrameError(f"image {index}: expected shape (H, W, 3), got {image.shape}")
-    return image
-
-
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A checked ``(H, W, 3)`` uint8 image resized to ``(height, width, 3)`` (returned as is at that size).
-
-    ``INTER_AREA`` when either side shrinks (it averages, no aliasing), ``INTER_LINEAR`` when both grow.
-    """
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = image.shape[0] > height or image.shape[1] > width
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def _scale_offset(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,10 +110,7 @@ class InputTransform:
 
     def resize_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Images of any size checked and resized: ``(N, height, width, 3)`` uint8 (NHWC)."""
-        batch = np.empty((len(images), self.height, self.width, 3), np.uint8)
-        for i, image in enumerate(images):
-            batch[i] = self.resize(image, i)
-        return batch
+        return resize_batch(images, self.height, self.width)
 
     def normalize(self) -> Normalize:
         """The torch-side normalisation as a module (for the extractor and an exported graph)."""
