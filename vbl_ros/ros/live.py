@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
 from vbl_ros.bags import open_reader
 from vbl_ros.errors import VblError
 from vbl_ros.evaluation import FrameCounts
@@ -38,6 +40,10 @@ __all__ = ["LiveRun", "replay_live"]
 logger = logging.getLogger(__name__)
 
 _LINGER_S = 0.5  # how long the replay's publisher outlives the last frame
+_SETTLE_S = 1.0  # how long the node may take to settle its image subscription's QoS
+#: The replay publishes as a reliable camera driver: evaluation counts what the node does, not what a
+#: best-effort transport lost on a busy machine (real-size best-effort frames: test_large_frames.py).
+_REPLAY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _runs = itertools.count()
 _QUIET_S = 1.5  # a /diagnostics message this long after the last frame has counted every frame it received
 
@@ -174,8 +180,14 @@ def replay_live(
 
         def matched() -> bool:
             """Called by the replay before each frame: the first waits until the node hears the replay."""
-            publisher = next(p for p in node.publishers if p.topic_name == image_topic)
-            _wait(lambda: publisher.get_subscription_count() > 0, 10.0, process, log_path, "subscribe")
+            if not first_frame.is_set():
+                publisher = next(p for p in node.publishers if p.topic_name == image_topic)
+                _wait(lambda: publisher.get_subscription_count() > 0, 10.0, process, log_path, "subscribe")
+                # the node matches its subscription's reliability to the publishers it discovers
+                # (image_qos auto) and may re-create it once: let that settle, then match again
+                time.sleep(_SETTLE_S)
+                _wait(lambda: publisher.get_subscription_count() > 0, 10.0, process, log_path, "subscribe")
+                first_frame.set()
             return False
 
         def on_publish(_topic: str, bag_time_ns: int) -> None:
@@ -190,8 +202,15 @@ def replay_live(
             if number:
                 collector.clear()
             logger.info("replaying %s into the node at %gx (pass %d of %d)", bag, rate, number + 1, repeat)
+            first_frame = threading.Event()
             sent += replay_bag(
-                node, bag, {camera_topic: image_topic}, rate=rate, on_publish=on_publish, should_stop=matched
+                node,
+                bag,
+                {camera_topic: image_topic},
+                rate=rate,
+                on_publish=on_publish,
+                should_stop=matched,
+                qos=_REPLAY_QOS,
             )
             last_sent = time.monotonic()
 
