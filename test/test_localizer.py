@@ -134,7 +134,11 @@ def test_covariance_grows_as_the_score_falls() -> None:
 def test_loop_candidates_exclude_the_recent_window_and_rank_by_score() -> None:
     rng = np.random.default_rng(6)
     desc = unit(rng.normal(size=(120, DIM)))
-    loc = Localizer(fake_extractor(), None, LocalizerConfig(loop_exclude_recent_s=30.0, loop_min_score=0.8))
+    loc = Localizer(
+        fake_extractor(),
+        None,
+        LocalizerConfig(loop_exclude_recent_s=30.0, loop_min_score=0.8, loop_confirm_frames=1),
+    )
     for t in range(100):  # one frame a second: every frame becomes a session keyframe
         result = loc.localize_descriptor(desc[t], t * S)
         assert result.pose_prior is None and "no map" in (result.rejected_reason or "")
@@ -154,7 +158,11 @@ def test_loop_candidates_exclude_the_recent_window_and_rank_by_score() -> None:
 def test_session_keyframes_by_distance_carry_odometry_poses() -> None:
     rng = np.random.default_rng(7)
     desc = unit(rng.normal(size=(200, DIM)))
-    loc = Localizer(fake_extractor(), None, LocalizerConfig(keyframe_distance_m=5.0, loop_min_score=0.9))
+    loc = Localizer(
+        fake_extractor(),
+        None,
+        LocalizerConfig(keyframe_distance_m=5.0, loop_min_score=0.9, loop_confirm_frames=1),
+    )
     # 10 frames/s at 1 m/s: one keyframe every 5 m = every 50 frames
     for i in range(200):
         loc.localize_descriptor(

@@ -188,6 +188,8 @@ def raw_session(tmp_path_factory: pytest.TempPathFactory, map_dir: Path):
         "image_transport:=raw",
         "-p",
         "device:=cpu",
+        "-p",
+        "loop_confirm_frames:=1",  # single-frame loop candidates: one revisit frame gives one
         "-r",
         "image:=/cam/image",
     ]
@@ -351,6 +353,8 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
         "inference_threads:=2",
         "-p",
         "use_odometry:=true",
+        "-p",
+        "loop_confirm_frames:=1",
         "-r",
         "image:=/cam/image",
         "-r",

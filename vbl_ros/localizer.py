@@ -15,8 +15,14 @@ covariance (x y z roll pitch yaw, row-major 6x6):
   trusted 4x less (in variance) than a perfect match.
 
 Loop closure: the session's own keyframes (one each ``keyframe_interval_s``, or each
-``keyframe_distance_m`` of odometry when odometry is given) go into a flat FAISS index; each frame
-searches those older than ``loop_exclude_recent_s`` and reports those scoring ``>= loop_min_score``.
+``keyframe_distance_m`` of odometry when odometry is given) are kept; only those older than
+``loop_exclude_recent_s`` can be loop candidates. With ``loop_confirm_frames >= 2`` (the default) a
+candidate is reported only when the last ``loop_confirm_frames`` frames match a sequence of session
+keyframes advancing with them, and, with odometry, near the current odometry position
+(:class:`~vbl_ros.tracking.loops.LoopDetector`: one candidate, the confirmed keyframe). With
+``loop_confirm_frames = 1`` each frame is judged alone: up to ``max_loop_candidates`` keyframes
+scoring ``>= loop_min_score`` (on a first drive that never revisits a place, most frames then get
+wrong candidates: neighbouring streets look alike).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 from vbl_ros.errors import ConfigError
 from vbl_ros.geometry.rotations import quaternion_to_euler
 from vbl_ros.mapping import Keyframe, KeyframeMap
+from vbl_ros.tracking.loops import LoopConfig, LoopDetector
 
 __all__ = [
     "LocalizationResult",
@@ -62,8 +69,16 @@ class LocalizerConfig:
         keyframe_interval_s: session keyframes by time (without odometry).
         keyframe_distance_m: session keyframes by distance travelled (with odometry).
         loop_exclude_recent_s: session keyframes younger than this are not loop candidates.
-        loop_min_score: cosine similarity a loop candidate needs.
-        max_loop_candidates: loop candidates reported per image.
+        loop_min_score: cosine similarity a loop candidate needs (to the current frame).
+        max_loop_candidates: loop candidates reported per image (0 = none; confirmed loops give one).
+        loop_confirm_frames: consecutive frames that must match a sequence of session keyframes
+            advancing with them before a loop candidate is reported; 1 = each frame alone.
+        loop_start_score: sequence score (the mean over the sequence of each frame's score
+            standardised by its mean and spread over the session's keyframes) that confirms a loop.
+        loop_keep_score: sequence score that keeps a confirmed loop going while it advances.
+        loop_odom_drift_m: with odometry, a loop candidate must lie within this distance of the
+            current odometry position, plus loop_odom_drift_fraction of the distance travelled since.
+        loop_odom_drift_fraction: odometry drift allowed per metre travelled (0.1 = 10 %).
     """
 
     top_k: int = 5
@@ -75,6 +90,11 @@ class LocalizerConfig:
     loop_exclude_recent_s: float = 30.0
     loop_min_score: float = 0.7
     max_loop_candidates: int = 5
+    loop_confirm_frames: int = 12
+    loop_start_score: float = 2.5
+    loop_keep_score: float = 1.0
+    loop_odom_drift_m: float = 10.0
+    loop_odom_drift_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.max_loop_candidates < 0:
@@ -88,6 +108,22 @@ class LocalizerConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.loop_exclude_recent_s < 0:
             raise ConfigError("loop_exclude_recent_s must be >= 0")
+        if self.loop_confirm_frames < 1:
+            raise ConfigError(
+                f"loop_confirm_frames must be >= 1 (1 = single-frame candidates), got {self.loop_confirm_frames}"
+            )
+        if self.loop_confirm_frames > 1:
+            self.loop_config()  # checks the sequence settings
+
+    def loop_config(self) -> LoopConfig:
+        """The settings of the sequence loop detector (``loop_confirm_frames >= 2``)."""
+        return LoopConfig(
+            confirm_frames=self.loop_confirm_frames,
+            start_score=self.loop_start_score,
+            keep_score=self.loop_keep_score,
+            odom_drift_m=self.loop_odom_drift_m,
+            odom_drift_fraction=self.loop_odom_drift_fraction,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +188,8 @@ def _circular_variance(angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 class _SessionKeyframes:
-    """This session's descriptors in a flat FAISS index, with stamps and optional odometry poses."""
+    """This session's descriptors in a flat FAISS index (and an array, for sequence matching), with
+    stamps, optional odometry poses and the odometry distance travelled when each was taken."""
 
     def __init__(self, dim: int) -> None:
         import faiss
@@ -162,6 +199,8 @@ class _SessionKeyframes:
         self.stamps: list[int] = []
         self.positions: list[tuple[float, float, float] | None] = []
         self.orientations: list[tuple[float, float, float, float] | None] = []
+        self.travelled_m: list[float] = []
+        self._descriptors = np.zeros((64, dim), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -171,18 +210,34 @@ class _SessionKeyframes:
         self.stamps.clear()
         self.positions.clear()
         self.orientations.clear()
+        self.travelled_m.clear()
 
-    def add(self, descriptor: np.ndarray, stamp_ns: int, position, orientation) -> None:
+    def add(
+        self, descriptor: np.ndarray, stamp_ns: int, position, orientation, travelled_m: float = 0.0
+    ) -> None:
+        n = len(self.stamps)
+        if n == len(self._descriptors):
+            self._descriptors = np.concatenate([self._descriptors, np.zeros_like(self._descriptors)])
+        self._descriptors[n] = descriptor.reshape(-1)
         self.index.add(descriptor.reshape(1, -1))
         self.stamps.append(int(stamp_ns))
         self.positions.append(None if position is None else tuple(float(v) for v in position))
         self.orientations.append(None if orientation is None else tuple(float(v) for v in orientation))
+        self.travelled_m.append(float(travelled_m))
+
+    def eligible(self, stamp_ns: int) -> int:
+        """How many keyframes have a stamp <= ``stamp_ns`` (they are a prefix: stamps increase)."""
+        return int(np.searchsorted(np.asarray(self.stamps, dtype=np.int64), stamp_ns, side="right"))
+
+    def descriptors(self, count: int) -> np.ndarray:
+        """``(count, D)`` the first ``count`` keyframes' descriptors (a view)."""
+        return self._descriptors[:count]
 
     def search_older_than(
         self, descriptor: np.ndarray, stamp_ns: int, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` among keyframes with stamp <= ``stamp_ns`` (they are a prefix: stamps increase)."""
-        eligible = int(np.searchsorted(np.asarray(self.stamps, dtype=np.int64), stamp_ns, side="right"))
+        eligible = self.eligible(stamp_ns)
         if eligible == 0 or k == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         params = self._faiss.SearchParameters(sel=self._faiss.IDSelectorRange(0, eligible))
@@ -231,6 +286,7 @@ class Localizer:
             max(1.0, 0.5 * spacing) if math.isfinite(spacing) else max(1.0, config.cluster_radius_m / 3)
         )
         self.session = _SessionKeyframes(dim)
+        self.loop_detector = LoopDetector(config.loop_config()) if config.loop_confirm_frames > 1 else None
         # The localizer searches one query at a time; FAISS's OpenMP threads only add overhead there
         # (benchmarks/README.md: exact search over 1M keyframes is 2.4x slower on 2 threads than on 1).
         import faiss
@@ -292,7 +348,7 @@ class Localizer:
                 for r, (s, i) in enumerate(zip(scores[: cfg.top_k], ids[: cfg.top_k], strict=True))
             )
             prior, reason, distinct = self._prior(stamp_ns, scores, ids)
-        loop = self._loop_candidates(desc, stamp_ns)
+        loop = self._loop_candidates(desc, stamp_ns, odom_position)
         search_ms = (time.perf_counter() - t0) * 1e3
         self._maybe_add_session_keyframe(desc, stamp_ns, odom_position, odom_orientation)
         return LocalizationResult(
@@ -309,6 +365,8 @@ class Localizer:
     def reset_session(self) -> None:
         """Forget this session's keyframes (e.g. when time jumps back)."""
         self.session.reset()
+        if self.loop_detector is not None:
+            self.loop_detector.reset()
         self._last_kf_stamp = None
         self._last_kf_position = None
 
@@ -368,11 +426,15 @@ class Localizer:
         )
         return prior, None, distinct
 
-    def _loop_candidates(self, desc: np.ndarray, stamp_ns: int) -> tuple[LoopCandidate, ...]:
+    def _loop_candidates(
+        self, desc: np.ndarray, stamp_ns: int, odom_position: np.ndarray | None
+    ) -> tuple[LoopCandidate, ...]:
         cfg = self.config
+        cutoff = stamp_ns - int(cfg.loop_exclude_recent_s * 1e9)
+        if self.loop_detector is not None:
+            return self._confirmed_loop(desc, stamp_ns, cutoff, odom_position)
         if cfg.max_loop_candidates == 0 or len(self.session) == 0:
             return ()
-        cutoff = stamp_ns - int(cfg.loop_exclude_recent_s * 1e9)
         scores, ids = self.session.search_older_than(desc, cutoff, cfg.max_loop_candidates)
         out = []
         for s, i in zip(scores, ids, strict=True):
@@ -388,6 +450,42 @@ class Localizer:
                 )
             )
         return tuple(out)
+
+    def _confirmed_loop(
+        self, desc: np.ndarray, stamp_ns: int, cutoff: int, odom_position: np.ndarray | None
+    ) -> tuple[LoopCandidate, ...]:
+        """The loop confirmed through time (:class:`LoopDetector`), as at most one candidate."""
+        assert self.loop_detector is not None
+        session = self.session
+        if stamp_ns < (session.stamps[-1] if session.stamps else stamp_ns):
+            return ()  # time went back: the session restarts when this frame is added
+        n = session.eligible(cutoff)
+        positions = None
+        if odom_position is not None:
+            positions = np.array(
+                [p if p is not None else (math.nan,) * 3 for p in session.positions[:n]], dtype=np.float64
+            ).reshape(n, 3)
+        match = self.loop_detector.update(
+            desc[0],
+            stamp_ns,
+            session.descriptors(n),
+            np.asarray(session.stamps[:n], dtype=np.int64),
+            odom_position=odom_position,
+            keyframe_positions=positions,
+            keyframe_travelled_m=np.asarray(session.travelled_m[:n], dtype=np.float64),
+        )
+        if match is None or self.config.max_loop_candidates == 0 or match.score < self.config.loop_min_score:
+            return ()
+        i = match.keyframe
+        return (
+            LoopCandidate(
+                rank=1,
+                score=match.score,
+                keyframe_stamp_ns=session.stamps[i],
+                position=session.positions[i],  # type: ignore[arg-type]
+                orientation=session.orientations[i],  # type: ignore[arg-type]
+            ),
+        )
 
     def _maybe_add_session_keyframe(self, desc, stamp_ns, odom_position, odom_orientation) -> None:
         cfg = self.config
@@ -408,7 +506,8 @@ class Localizer:
         orientation = (
             None if odom_orientation is None else np.asarray(odom_orientation, dtype=np.float64).reshape(4)
         )
-        self.session.add(desc, stamp_ns, position, orientation)
+        travelled = self.loop_detector.travelled_m if self.loop_detector is not None else 0.0
+        self.session.add(desc, stamp_ns, position, orientation, travelled)
         self._last_kf_stamp = stamp_ns
         if position is not None:
             self._last_kf_position = position
