@@ -73,8 +73,9 @@ class LocalizerConfig:
         max_loop_candidates: loop candidates reported per image (0 = none; confirmed loops give one).
         loop_confirm_frames: consecutive frames that must match a sequence of session keyframes
             advancing with them before a loop candidate is reported; 1 = each frame alone.
-        loop_start_score: sequence score (the mean over the sequence of each frame's score
-            standardised by its mean and spread over the session's keyframes) that confirms a loop.
+        loop_start_score: sequence score that confirms a loop: the lower quartile, over the
+            sequence's frames, of each frame's score standardised by its mean and spread over the
+            session's keyframes.
         loop_keep_score: sequence score that keeps a confirmed loop going while it advances.
         loop_odom_drift_m: with odometry, a loop candidate must lie within this distance of the
             current odometry position, plus loop_odom_drift_fraction of the distance travelled since.
@@ -90,9 +91,9 @@ class LocalizerConfig:
     loop_exclude_recent_s: float = 30.0
     loop_min_score: float = 0.7
     max_loop_candidates: int = 5
-    loop_confirm_frames: int = 12
+    loop_confirm_frames: int = 8
     loop_start_score: float = 2.5
-    loop_keep_score: float = 1.0
+    loop_keep_score: float = 0.5
     loop_odom_drift_m: float = 10.0
     loop_odom_drift_fraction: float = 0.1
 

@@ -13,8 +13,9 @@ Per frame, :meth:`LoopDetector.update`:
    session's own score statistics: a look-alike street everyone resembles gets no credit);
 2. for each keyframe ``j`` and each speed ratio ``v`` (``speed_ratios()``, from ``1 / max_speed_ratio``
    to ``max_speed_ratio``), follows the line back in time that ends at ``j`` (frame ``f`` sees the
-   keyframe nearest to ``stamp(j) - v * (t_now - t_f)``) and averages the standardised scores along
-   it: the sequence score of ``j`` is the best average over the ratios;
+   keyframe nearest to ``stamp(j) - v * (t_now - t_f)``) and takes the lower quartile of the
+   standardised scores along it (most frames must agree: a single look-alike place seen for a
+   few frames does not make a sequence): the sequence score of ``j`` is the best over the ratios;
 3. with odometry, drops keyframes farther from the current odometry position than
    ``odom_drift_m + odom_drift_fraction * (distance travelled since that keyframe)``;
 4. keeps a *lock*: while a loop is locked, the keyframe is searched near where the lock predicts it
@@ -41,6 +42,8 @@ __all__ = ["LoopConfig", "LoopDetector", "SequenceMatch"]
 
 logger = logging.getLogger(__name__)
 
+_QUANTILE = 0.25  # the sequence score: this quantile of the standardised scores along a line
+
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -48,7 +51,8 @@ class LoopConfig:
 
     Attributes:
         confirm_frames: consecutive frames a sequence spans (the window of frames matched).
-        start_score: sequence score (mean standardised score along the line) that starts a loop.
+        start_score: sequence score (lower quartile of the standardised scores along the line)
+            that starts a loop.
         keep_score: sequence score that keeps a locked loop (``<= start_score``: hysteresis).
         max_speed_ratio: the revisit may be driven up to this many times faster or slower.
         track_tolerance_s: a locked loop's keyframe may be this far (in keyframe stamp) from where
@@ -62,9 +66,9 @@ class LoopConfig:
         num_speed_ratios: speed ratios tried between ``1 / max_speed_ratio`` and ``max_speed_ratio``.
     """
 
-    confirm_frames: int = 12
+    confirm_frames: int = 8
     start_score: float = 2.5
-    keep_score: float = 1.0
+    keep_score: float = 0.5
     max_speed_ratio: float = 2.0
     track_tolerance_s: float = 2.0
     odom_drift_m: float = 10.0
@@ -192,7 +196,7 @@ class LoopDetector:
             nearest = np.where(
                 np.abs(kst[right - 1] - target) <= np.abs(kst[right] - target), right - 1, right
             )
-            sequence = np.maximum(sequence, z[rows, nearest].mean(axis=0))
+            sequence = np.maximum(sequence, np.quantile(z[rows, nearest], _QUANTILE, axis=0))
         if position is not None and keyframe_positions is not None and keyframe_travelled_m is not None:
             kp = np.asarray(keyframe_positions, np.float64)
             since = np.maximum(0.0, self.travelled_m - np.asarray(keyframe_travelled_m, np.float64))
