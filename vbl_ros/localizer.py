@@ -202,6 +202,7 @@ class _SessionKeyframes:
         self.orientations: list[tuple[float, float, float, float] | None] = []
         self.travelled_m: list[float] = []
         self._descriptors = np.zeros((64, dim), dtype=np.float32)
+        self._positions = np.full((64, 3), math.nan)  # nan: taken without odometry
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -219,7 +220,9 @@ class _SessionKeyframes:
         n = len(self.stamps)
         if n == len(self._descriptors):
             self._descriptors = np.concatenate([self._descriptors, np.zeros_like(self._descriptors)])
+            self._positions = np.concatenate([self._positions, np.full_like(self._positions, math.nan)])
         self._descriptors[n] = descriptor.reshape(-1)
+        self._positions[n] = math.nan if position is None else np.asarray(position, np.float64).reshape(3)
         self.index.add(descriptor.reshape(1, -1))
         self.stamps.append(int(stamp_ns))
         self.positions.append(None if position is None else tuple(float(v) for v in position))
@@ -233,6 +236,10 @@ class _SessionKeyframes:
     def descriptors(self, count: int) -> np.ndarray:
         """``(count, D)`` the first ``count`` keyframes' descriptors (a view)."""
         return self._descriptors[:count]
+
+    def position_array(self, count: int) -> np.ndarray:
+        """``(count, 3)`` the first ``count`` keyframes' odometry positions (``nan``: none; a view)."""
+        return self._positions[:count]
 
     def search_older_than(
         self, descriptor: np.ndarray, stamp_ns: int, k: int
@@ -461,18 +468,13 @@ class Localizer:
         if stamp_ns < (session.stamps[-1] if session.stamps else stamp_ns):
             return ()  # time went back: the session restarts when this frame is added
         n = session.eligible(cutoff)
-        positions = None
-        if odom_position is not None:
-            positions = np.array(
-                [p if p is not None else (math.nan,) * 3 for p in session.positions[:n]], dtype=np.float64
-            ).reshape(n, 3)
         match = self.loop_detector.update(
             desc[0],
             stamp_ns,
             session.descriptors(n),
             np.asarray(session.stamps[:n], dtype=np.int64),
             odom_position=odom_position,
-            keyframe_positions=positions,
+            keyframe_positions=session.position_array(n),
             keyframe_travelled_m=np.asarray(session.travelled_m[:n], dtype=np.float64),
         )
         if match is None or self.config.max_loop_candidates == 0 or match.score < self.config.loop_min_score:

@@ -1,0 +1,254 @@
+"""Loop-closure candidates, single-frame vs confirmed through time, with and without odometry (issue 11).
+
+Two drives, scored by THE evaluation routine (:func:`vbl_ros.evaluation.evaluate_localization`,
+loop candidates judged against the drive's own truth, 25 m):
+
+- a drive that never revisits a place: the demo's query drive (sun); every candidate is wrong;
+- a looped drive: ONE bag written by :func:`write_looped_bag` from the demo's two traversals of the
+  same route, the first (overcast) then the second (sun), stamps continuous (the second starts
+  ``--gap-s`` after the first ends: the drive back to the start is not recorded), the second's
+  odometry brought into the first's frame. Its second lap revisits every place of the first.
+
+Each frame's descriptor is computed once (the default model, 1 torch thread) and the localizer's
+own path after the descriptor (:meth:`Localizer.localize_descriptor`) runs per setting: single-frame
+(``loop_confirm_frames=1``) and confirmed (the defaults); without odometry, with the bag's INS
+odometry (what the node gets with ``use_odometry:=true``), and with a drifting odometry (the INS
+scaled by 1.02 and turned by a heading drift of 1 degree per 100 m travelled).
+
+    .venv/bin/python benchmarks/loop_closure.py [--map-bag B1] [--query-bag B2] [--out JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, table, write_results
+
+from vbl_ros.bags import ODOMETRY_TOPIC, read_camera_frames, read_odometry, read_utm_origin
+from vbl_ros.evaluation import EvaluationConfig, evaluate_localization
+from vbl_ros.geometry.trajectory import Trajectory
+from vbl_ros.localizer import Localizer, LocalizerConfig
+
+DEMO = Path("/tmp/demo_out/bags")
+MAP_BAG = DEMO / "map_2014-11-28-11-20-53"
+QUERY_BAG = DEMO / "query_2014-12-07-14-16-45"
+CAMERA_TOPIC = "/stereo/centre/image_raw/compressed"
+KEPT_TOPICS = ("/map/utm_origin", "/tf_static", ODOMETRY_TOPIC, CAMERA_TOPIC, "/stereo/centre/camera_info")
+
+
+def write_looped_bag(first: Path, second: Path, out: Path, *, gap_s: float = 10.0) -> Path:
+    """One bag driving ``first``'s route then ``second``'s, stamps continuous.
+
+    ``second``'s messages are shifted in time to start ``gap_s`` after ``first``'s last message, and
+    its odometry is brought into ``first``'s frame (UTM origin). Only the camera, its info, the
+    odometry, the UTM origin and the static transforms are kept. Returns ``out``.
+    """
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
+    origin1, origin2 = read_utm_origin(first), read_utm_origin(second)
+    if origin1 is None or origin2 is None or origin1.zone != origin2.zone:
+        raise ValueError(f"{first} and {second} need UTM origins in one zone")
+    offset = np.array(
+        [origin2.easting - origin1.easting, origin2.northing - origin1.northing, origin2.up - origin1.up]
+    )
+    Time = store.types["builtin_interfaces/msg/Time"]
+
+    def restamp(msg, shift_ns: int):
+        if not hasattr(msg, "header"):
+            return msg
+        ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec + shift_ns
+        header = dataclasses.replace(msg.header, stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9))
+        return dataclasses.replace(msg, header=header)
+
+    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_custom_data("vbl.utm_origin", origin1.to_text())
+    connections: dict[str, object] = {}
+    shift_ns = last_ns = 0
+    with writer:
+        for lap, bag in enumerate((first, second)):
+            with AnyReader([bag], default_typestore=store) as reader:
+                conns = [c for c in reader.connections if c.topic in KEPT_TOPICS]
+                if lap == 1:
+                    shift_ns = last_ns + round(gap_s * 1e9) - reader.start_time
+                for conn, t_ns, raw in reader.messages(connections=conns):
+                    if lap == 1 and conn.topic in ("/map/utm_origin", "/tf_static"):
+                        continue  # the looped bag's frame is the first lap's
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    msg = restamp(msg, shift_ns)
+                    if lap == 1 and conn.topic == ODOMETRY_TOPIC:
+                        p = msg.pose.pose.position
+                        position = dataclasses.replace(
+                            p, x=p.x + offset[0], y=p.y + offset[1], z=p.z + offset[2]
+                        )
+                        pose = dataclasses.replace(msg.pose.pose, position=position)
+                        msg = dataclasses.replace(msg, pose=dataclasses.replace(msg.pose, pose=pose))
+                    if conn.topic not in connections:
+                        connections[conn.topic] = writer.add_connection(
+                            conn.topic,
+                            conn.msgtype,
+                            typestore=store,
+                            offered_qos_profiles=conn.ext.offered_qos_profiles,
+                        )
+                    writer.write(
+                        connections[conn.topic], t_ns + shift_ns, store.serialize_cdr(msg, conn.msgtype)
+                    )
+                last_ns = reader.end_time + shift_ns
+    return out
+
+
+def drifting(trajectory: Trajectory, stamps_ns: np.ndarray) -> np.ndarray:
+    """Odometry positions at ``stamps_ns`` that drift: 2 % scale error and a heading error growing
+    by 1 degree per 100 m travelled (a wheel odometry's typical errors), from the first stamp."""
+    fine = np.arange(trajectory.start_ns, trajectory.end_ns, 10**8)  # 10 Hz integration
+    positions = trajectory.interpolate(fine)[0]
+    steps = np.diff(positions, axis=0)
+    heading = np.radians(np.concatenate([[0.0], np.cumsum(np.linalg.norm(steps[:, :2], axis=1))]) / 100.0)
+    c, s = np.cos(heading[1:]), np.sin(heading[1:])
+    turned = np.stack([c * steps[:, 0] - s * steps[:, 1], s * steps[:, 0] + c * steps[:, 1], steps[:, 2]], 1)
+    odom = positions[0] + np.concatenate([np.zeros((1, 3)), np.cumsum(1.02 * turned, axis=0)])
+    return np.stack([np.interp(stamps_ns, fine, odom[:, k]) for k in range(3)], axis=1)
+
+
+def descriptors(bag: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps and default-model descriptors of the bag's camera frames (1 torch thread)."""
+    import torch
+
+    from vbl_ros.model import default_model
+    from vbl_ros.model.extractor import DescriptorExtractor
+
+    torch.set_num_threads(1)
+    extractor = DescriptorExtractor(default_model(), "cpu", num_threads=1, batch_size=16)
+    stamps, descs, batch = [], [], []
+    for frame in read_camera_frames(bag, CAMERA_TOPIC):
+        stamps.append(frame.stamp_ns)
+        batch.append(frame.image_rgb)
+        if len(batch) == 16:
+            descs.append(extractor(batch))
+            batch = []
+    if batch:
+        descs.append(extractor(batch))
+    return np.asarray(stamps, np.int64), np.concatenate(descs).astype(np.float32)
+
+
+def replay(config: LocalizerConfig, stamps: np.ndarray, desc: np.ndarray, odometry: np.ndarray | None):
+    """The localizer's results (no map: loop candidates only) and the loop path's time per frame."""
+    from types import SimpleNamespace
+
+    loc = Localizer(SimpleNamespace(dim=desc.shape[1], fingerprint=None), None, config)
+    results = [
+        loc.localize_descriptor(desc[i], int(stamps[i]), None if odometry is None else odometry[i])
+        for i in range(len(stamps))
+    ]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--map-bag", type=Path, default=MAP_BAG, help="first lap (the demo's map drive)")
+    parser.add_argument("--query-bag", type=Path, default=QUERY_BAG, help="second lap; alone: no revisits")
+    parser.add_argument("--gap-s", type=float, default=10.0, help="unrecorded time between the laps")
+    parser.add_argument("--looped-bag", type=Path, default=None, help="keep the looped bag here")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default results/loop_closure.json)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    info = machine()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        looped = args.looped_bag or Path(tmp) / "looped"
+        if not looped.exists():
+            write_looped_bag(args.map_bag, args.query_bag, looped, gap_s=args.gap_s)
+        origin = read_utm_origin(looped)
+        drives = {"no_revisit (query drive)": args.query_bag, "looped (map drive + query drive)": looped}
+        data = {}
+        for name, bag in drives.items():
+            truth = read_odometry(bag).in_frame(origin)
+            stamps, desc = descriptors(bag)
+            data[name] = (truth, stamps, desc)
+        first_lap_end = read_odometry(args.map_bag).end_ns
+    rows = []
+    configs = {"single-frame": LocalizerConfig(loop_confirm_frames=1), "confirmed": LocalizerConfig()}
+    evaluation = EvaluationConfig(loop_exclude_recent_s=LocalizerConfig().loop_exclude_recent_s)
+    for drive, (truth, stamps, desc) in data.items():
+        positions = truth.interpolate(stamps)[0]
+        odometries = {"none": None, "INS": positions, "drifting": drifting(truth, stamps)}
+        for mode, config in configs.items():
+            for odom_name, odometry in odometries.items():
+                t0 = time.perf_counter()
+                results = replay(config, stamps, desc, odometry)
+                seconds = time.perf_counter() - t0
+                report = evaluate_localization(results, positions, query_trajectory=truth, config=evaluation)
+                loop = report.per_frame.loop
+                has = loop.count > 0
+                revisit = loop.revisit
+                second_lap = stamps > first_lap_end
+                candidates, wrong = int(loop.count.sum()), int(loop.wrong.sum())
+                rows.append(
+                    {
+                        "drive": drive,
+                        "mode": mode,
+                        "odometry": odom_name,
+                        "frames": len(stamps),
+                        "frames_with_candidates": float(has.mean()),
+                        "revisit_frames": int(revisit.sum()),
+                        "revisit_correct": float(loop.best_correct[revisit].mean())
+                        if revisit.any()
+                        else math.nan,
+                        "second_lap_correct": float(loop.best_correct[second_lap].mean())
+                        if second_lap.any()
+                        else math.nan,
+                        "candidates": candidates,
+                        "wrong_candidates": wrong,
+                        "precision": 1.0 - wrong / candidates if candidates else math.nan,
+                        "non_revisit_frames_with_candidates": float(has[~revisit].mean()),
+                        "loop_ms_per_frame": 1e3 * seconds / len(stamps),
+                    }
+                )
+                print(
+                    f"{drive:36s} {mode:12s} odom {odom_name:8s}: "
+                    f"{report.loop_candidates.frames_with_candidates:.3f} of frames with candidates, "
+                    f"{wrong}/{candidates} wrong",
+                    flush=True,
+                )
+    columns = [
+        "drive",
+        "mode",
+        "odometry",
+        "frames",
+        "frames_with_candidates",
+        "revisit_frames",
+        "revisit_correct",
+        "candidates",
+        "wrong_candidates",
+        "precision",
+        "loop_ms_per_frame",
+    ]
+    print(table(rows, columns))
+    payload = {
+        "machine": info,
+        "command": "benchmarks/loop_closure.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "bags": {"first_lap": str(args.map_bag), "second_lap": str(args.query_bag), "gap_s": args.gap_s},
+        "localizer_defaults": dataclasses.asdict(LocalizerConfig()),
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+    }
+    print("wrote", write_results("loop_closure", payload, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
