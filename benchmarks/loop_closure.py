@@ -155,6 +155,33 @@ def replay(config: LocalizerConfig, stamps: np.ndarray, desc: np.ndarray, odomet
     return results
 
 
+def detector_cost(sizes: tuple[int, ...] = (1000, 3600, 10000), frames: int = 200) -> list[dict[str, object]]:
+    """Time of :meth:`LoopDetector.update` per frame against ``N`` eligible session keyframes
+    (random unit 320-d descriptors, one keyframe a second): the confirmed mode's added cost."""
+    from vbl_ros.tracking import LoopConfig, LoopDetector
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in sizes:
+        keyframes = rng.normal(size=(n, 320)).astype(np.float32)
+        keyframes /= np.linalg.norm(keyframes, axis=1, keepdims=True)
+        stamps = np.arange(n, dtype=np.int64) * 10**9
+        queries = rng.normal(size=(frames, 320)).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        detector = LoopDetector(LoopConfig())
+        times = []
+        for i in range(frames):
+            t0 = time.perf_counter()
+            detector.update(queries[i], (n + 30) * 10**9 + i * 3 * 10**8, keyframes, stamps)
+            times.append(time.perf_counter() - t0)
+        ms = np.asarray(times) * 1e3
+        rows.append({"keyframes": n, "p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95))})
+        print(
+            f"LoopDetector.update, {n} keyframes: p50 {rows[-1]['p50_ms']:.2f} ms, p95 {rows[-1]['p95_ms']:.2f} ms"
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--map-bag", type=Path, default=MAP_BAG, help="first lap (the demo's map drive)")
@@ -238,12 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         "loop_ms_per_frame",
     ]
     print(table(rows, columns))
+    cost = detector_cost()
     payload = {
         "machine": info,
         "command": "benchmarks/loop_closure.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "bags": {"first_lap": str(args.map_bag), "second_lap": str(args.query_bag), "gap_s": args.gap_s},
         "localizer_defaults": dataclasses.asdict(LocalizerConfig()),
         "rows": rows,
+        "detector_cost": cost,
         "seconds": time.perf_counter() - started,
     }
     print("wrote", write_results("loop_closure", payload, args.out))

@@ -7,11 +7,13 @@ frames match session keyframes whose stamps advance with the frames' own stamps 
 
 Per frame, :meth:`LoopDetector.update`:
 
-1. scores the last ``confirm_frames`` frames (those not separated by more than
-   ``max_frame_gap_s``) against every eligible session keyframe and standardises each frame's
-   scores by their own mean and standard deviation over those keyframes (a calibration against the
-   session's own score statistics: a look-alike street everyone resembles gets no credit);
-2. for each keyframe ``j`` and each speed ratio ``v`` (``speed_ratios()``, from ``1 / max_speed_ratio``
+1. scores the frame against every eligible session keyframe (one ``(N, D) x (D,)`` product) and
+   keeps the mean and standard deviation of those scores: each frame's scores are standardised by
+   them (a calibration against the session's own score statistics: a look-alike street that
+   everything resembles gets no credit); the window is the last ``confirm_frames`` frames not
+   separated by more than ``max_frame_gap_s``;
+2. for each candidate keyframe ``j`` (the frame's ``candidates`` best, and those near a locked
+   loop's prediction) and each speed ratio ``v`` (``speed_ratios()``, from ``1 / max_speed_ratio``
    to ``max_speed_ratio``), follows the line back in time that ends at ``j`` (frame ``f`` sees the
    keyframe nearest to ``stamp(j) - v * (t_now - t_f)``) and takes the lower quartile of the
    standardised scores along it (most frames must agree: a single look-alike place seen for a
@@ -23,7 +25,8 @@ Per frame, :meth:`LoopDetector.update`:
    and is kept while its sequence score reaches ``keep_score``; without a lock, the best keyframe
    starts one when its sequence score reaches ``start_score``.
 
-Defaults are chosen by evidence (``benchmarks/loop_closure.py``, ``benchmarks/README.md``). Drives
+The cost per frame is the one product over the eligible keyframes plus a fixed amount of work
+(``candidates x num_speed_ratios x confirm_frames`` dot products). Defaults are chosen by evidence (``benchmarks/loop_closure.py``, ``benchmarks/README.md``). Drives
 through a place in the opposite direction are not matched (the images differ anyway).
 """
 
@@ -64,6 +67,8 @@ class LoopConfig:
             (it starts again).
         min_keyframes: eligible session keyframes needed before any statistics are taken.
         num_speed_ratios: speed ratios tried between ``1 / max_speed_ratio`` and ``max_speed_ratio``.
+        candidates: keyframes examined per frame: the frame's best matches (and, while a loop is
+            locked, the keyframes near where the lock predicts it).
     """
 
     confirm_frames: int = 8
@@ -76,6 +81,7 @@ class LoopConfig:
     max_frame_gap_s: float = 3.0
     min_keyframes: int = 10
     num_speed_ratios: int = 5
+    candidates: int = 20
 
     def __post_init__(self) -> None:
         if self.confirm_frames < 2:
@@ -97,8 +103,8 @@ class LoopConfig:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if not self.max_frame_gap_s > 0:
             raise ConfigError(f"max_frame_gap_s must be > 0, got {self.max_frame_gap_s}")
-        if self.min_keyframes < 2 or self.num_speed_ratios < 1:
-            raise ConfigError("min_keyframes must be >= 2 and num_speed_ratios >= 1")
+        if self.min_keyframes < 2 or self.num_speed_ratios < 1 or self.candidates < 1:
+            raise ConfigError("min_keyframes must be >= 2, num_speed_ratios and candidates >= 1")
 
     def speed_ratios(self) -> np.ndarray:
         """The keyframe-time per frame-time slopes tried, geometrically spaced around 1."""
@@ -122,6 +128,17 @@ class SequenceMatch:
     locked: bool
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """A frame of the window: its descriptor and its scores' mean and spread over the keyframes
+    eligible when it came."""
+
+    stamp_ns: int
+    descriptor: np.ndarray
+    mean: float
+    spread: float
+
+
 class LoopDetector:
     """Confirms loop-closure candidates through time (see the module docstring).
 
@@ -132,9 +149,7 @@ class LoopDetector:
     def __init__(self, config: LoopConfig) -> None:
         self.config = config
         self._slopes = config.speed_ratios()
-        self._frames: collections.deque[tuple[int, np.ndarray]] = collections.deque(
-            maxlen=config.confirm_frames
-        )
+        self._frames: collections.deque[_Frame] = collections.deque(maxlen=config.confirm_frames)
         self._lock: tuple[int, int] | None = None  # (keyframe stamp, frame stamp) of the last match
         self._last_position: np.ndarray | None = None
         self.travelled_m = 0.0
@@ -176,53 +191,86 @@ class LoopDetector:
             if self._last_position is not None:
                 self.travelled_m += float(np.linalg.norm(position - self._last_position))
             self._last_position = position
-        if self._frames and not 0 < stamp_ns - self._frames[-1][0] <= cfg.max_frame_gap_s * 1e9:
+        if self._frames and not 0 < stamp_ns - self._frames[-1].stamp_ns <= cfg.max_frame_gap_s * 1e9:
             self._frames.clear()
             self._lock = None
-        self._frames.append((stamp_ns, np.asarray(descriptor, np.float32).reshape(-1)))
         n = len(keyframe_stamps_ns)
-        if len(self._frames) < cfg.confirm_frames or n < cfg.min_keyframes:
+        kd = np.asarray(keyframe_descriptors, np.float32)
+        desc = np.asarray(descriptor, np.float32).reshape(-1)
+        current = kd @ desc  # (N,) this frame's scores: its statistics, its best keyframes
+        enough = n >= cfg.min_keyframes
+        mean, spread = (float(current.mean()), float(current.std()) + 1e-6) if enough else (math.nan, 1.0)
+        self._frames.append(_Frame(stamp_ns, desc, mean, spread))
+        if len(self._frames) < cfg.confirm_frames or not enough:
             self._lock = None
             return None
         kst = np.asarray(keyframe_stamps_ns, dtype=np.int64)
-        scores = np.stack([d for _, d in self._frames]) @ np.asarray(keyframe_descriptors, np.float32).T
-        z = (scores - scores.mean(axis=1, keepdims=True)) / (scores.std(axis=1, keepdims=True) + 1e-6)
-        ago = np.array([stamp_ns - s for s, _ in self._frames], dtype=np.float64)  # (W,)
-        rows = np.arange(len(ago))[:, None]
-        sequence = np.full(n, -np.inf)
-        for v in self._slopes:
-            target = kst[None, :] - v * ago[:, None]  # (W, N) stamps the line visits
-            right = np.clip(np.searchsorted(kst, target), 1, n - 1)
-            nearest = np.where(
-                np.abs(kst[right - 1] - target) <= np.abs(kst[right] - target), right - 1, right
-            )
-            sequence = np.maximum(sequence, np.quantile(z[rows, nearest], _QUANTILE, axis=0))
+        candidates = self._candidates(current, kst, stamp_ns)
+        sequence = self._sequence_scores(candidates, kd, kst, stamp_ns)
         if position is not None and keyframe_positions is not None and keyframe_travelled_m is not None:
-            kp = np.asarray(keyframe_positions, np.float64)
-            since = np.maximum(0.0, self.travelled_m - np.asarray(keyframe_travelled_m, np.float64))
+            kp = np.asarray(keyframe_positions, np.float64)[candidates]
+            since = np.maximum(
+                0.0, self.travelled_m - np.asarray(keyframe_travelled_m, np.float64)[candidates]
+            )
             allowed = cfg.odom_drift_m + cfg.odom_drift_fraction * since
             far = np.linalg.norm(kp - position, axis=1) > allowed  # nan (unknown position): kept
             sequence[far] = -np.inf
-        match = self._follow_lock(sequence, scores[-1], kst, stamp_ns)
+        match = self._follow_lock(candidates, sequence, current, kst, stamp_ns)
         if match is None:
             best = int(np.argmax(sequence))
             if sequence[best] >= cfg.start_score:
-                match = SequenceMatch(best, float(scores[-1, best]), float(sequence[best]), False)
+                j = int(candidates[best])
+                match = SequenceMatch(j, float(current[j]), float(sequence[best]), False)
         self._lock = None if match is None else (int(kst[match.keyframe]), stamp_ns)
         return match
 
-    def _follow_lock(
-        self, sequence: np.ndarray, current: np.ndarray, kst: np.ndarray, stamp_ns: int
-    ) -> SequenceMatch | None:
-        """The keyframe that continues the lock (near where it predicts it), if it holds."""
+    def _candidates(self, current: np.ndarray, kst: np.ndarray, stamp_ns: int) -> np.ndarray:
+        """Keyframe indices examined: the frame's ``candidates`` best, and those near the lock."""
+        k = min(self.config.candidates, len(current))
+        chosen = np.argpartition(-current, k - 1)[:k]
+        if self._lock is not None:
+            chosen = np.concatenate([chosen, np.flatnonzero(self._near_lock(kst, stamp_ns))])
+        return np.unique(chosen)
+
+    def _near_lock(self, kst: np.ndarray, stamp_ns: int) -> np.ndarray:
+        """``(N,)`` the keyframes where the lock predicts the loop now (``False`` without a lock)."""
         if self._lock is None:
-            return None
+            return np.zeros(len(kst), dtype=bool)
         kf_stamp, frame_stamp = self._lock
         elapsed = stamp_ns - frame_stamp
-        near = np.abs(kst - (kf_stamp + elapsed)) <= self.config.track_tolerance_s * 1e9 + elapsed
+        return np.abs(kst - (kf_stamp + elapsed)) <= self.config.track_tolerance_s * 1e9 + elapsed
+
+    def _sequence_scores(
+        self, candidates: np.ndarray, kd: np.ndarray, kst: np.ndarray, stamp_ns: int
+    ) -> np.ndarray:
+        """``(C,)`` the sequence score of each candidate keyframe (best over the speed ratios)."""
+        frames = list(self._frames)
+        ago = np.array([stamp_ns - f.stamp_ns for f in frames], dtype=np.float64)  # (W,)
+        target = kst[candidates][:, None, None] - self._slopes[None, :, None] * ago[None, None, :]
+        n = len(kst)
+        right = np.clip(np.searchsorted(kst, target), 1, n - 1)
+        nearest = np.where(np.abs(kst[right - 1] - target) <= np.abs(kst[right] - target), right - 1, right)
+        window = np.stack([f.descriptor for f in frames])  # (W, D)
+        scores = np.einsum("cvwd,wd->cvw", kd[nearest], window)  # (C, V, W) along each line
+        mean = np.array([f.mean for f in frames])
+        spread = np.array([f.spread for f in frames])
+        z = (scores - mean) / spread
+        return np.quantile(z, _QUANTILE, axis=2).max(axis=1)
+
+    def _follow_lock(
+        self,
+        candidates: np.ndarray,
+        sequence: np.ndarray,
+        current: np.ndarray,
+        kst: np.ndarray,
+        stamp_ns: int,
+    ) -> SequenceMatch | None:
+        """The keyframe that continues the lock (near where it predicts it), if it holds."""
+        near = self._near_lock(kst, stamp_ns)[candidates]
         if not near.any():
             return None
-        j = int(np.flatnonzero(near)[np.argmax(sequence[near])])
-        if sequence[j] < self.config.keep_score:
+        best = int(np.flatnonzero(near)[np.argmax(sequence[near])])
+        if sequence[best] < self.config.keep_score:
             return None
-        return SequenceMatch(j, float(current[j]), float(sequence[j]), True)
+        j = int(candidates[best])
+        return SequenceMatch(j, float(current[j]), float(sequence[best]), True)
