@@ -4,7 +4,7 @@ Two drives, scored by THE evaluation routine (:func:`vbl_ros.evaluation.evaluate
 loop candidates judged against the drive's own truth, 25 m):
 
 - a drive that never revisits a place: the demo's query drive (sun); every candidate is wrong;
-- a looped drive: ONE bag written by :func:`write_looped_bag` from the demo's two traversals of the
+- a looped drive: ONE bag written by :func:`vbl_ros.evaluation.looped.write_looped_bag` from the demo's two traversals of the
   same route, the first (overcast) then the second (sun), stamps continuous (the second starts
   ``--gap-s`` after the first ends: the drive back to the start is not recorded), the second's
   odometry brought into the first's frame. Its second lap revisits every place of the first.
@@ -34,8 +34,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, table, write_results
 
-from vbl_ros.bags import ODOMETRY_TOPIC, read_camera_frames, read_odometry, read_utm_origin
+from vbl_ros.bags import read_camera_frames, read_odometry, read_utm_origin
 from vbl_ros.evaluation import EvaluationConfig, evaluate_localization
+from vbl_ros.evaluation.looped import write_looped_bag
 from vbl_ros.geometry.trajectory import Trajectory
 from vbl_ros.localizer import Localizer, LocalizerConfig
 
@@ -43,70 +44,6 @@ DEMO = Path("/tmp/demo_out/bags")
 MAP_BAG = DEMO / "map_2014-11-28-11-20-53"
 QUERY_BAG = DEMO / "query_2014-12-07-14-16-45"
 CAMERA_TOPIC = "/stereo/centre/image_raw/compressed"
-KEPT_TOPICS = ("/map/utm_origin", "/tf_static", ODOMETRY_TOPIC, CAMERA_TOPIC, "/stereo/centre/camera_info")
-
-
-def write_looped_bag(first: Path, second: Path, out: Path, *, gap_s: float = 10.0) -> Path:
-    """One bag driving ``first``'s route then ``second``'s, stamps continuous.
-
-    ``second``'s messages are shifted in time to start ``gap_s`` after ``first``'s last message, and
-    its odometry is brought into ``first``'s frame (UTM origin). Only the camera, its info, the
-    odometry, the UTM origin and the static transforms are kept. Returns ``out``.
-    """
-    from rosbags.highlevel import AnyReader
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
-    origin1, origin2 = read_utm_origin(first), read_utm_origin(second)
-    if origin1 is None or origin2 is None or origin1.zone != origin2.zone:
-        raise ValueError(f"{first} and {second} need UTM origins in one zone")
-    offset = np.array(
-        [origin2.easting - origin1.easting, origin2.northing - origin1.northing, origin2.up - origin1.up]
-    )
-    Time = store.types["builtin_interfaces/msg/Time"]
-
-    def restamp(msg, shift_ns: int):
-        if not hasattr(msg, "header"):
-            return msg
-        ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec + shift_ns
-        header = dataclasses.replace(msg.header, stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9))
-        return dataclasses.replace(msg, header=header)
-
-    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
-    writer.set_custom_data("vbl.utm_origin", origin1.to_text())
-    connections: dict[str, object] = {}
-    shift_ns = last_ns = 0
-    with writer:
-        for lap, bag in enumerate((first, second)):
-            with AnyReader([bag], default_typestore=store) as reader:
-                conns = [c for c in reader.connections if c.topic in KEPT_TOPICS]
-                if lap == 1:
-                    shift_ns = last_ns + round(gap_s * 1e9) - reader.start_time
-                for conn, t_ns, raw in reader.messages(connections=conns):
-                    if lap == 1 and conn.topic in ("/map/utm_origin", "/tf_static"):
-                        continue  # the looped bag's frame is the first lap's
-                    msg = reader.deserialize(raw, conn.msgtype)
-                    msg = restamp(msg, shift_ns)
-                    if lap == 1 and conn.topic == ODOMETRY_TOPIC:
-                        p = msg.pose.pose.position
-                        position = dataclasses.replace(
-                            p, x=p.x + offset[0], y=p.y + offset[1], z=p.z + offset[2]
-                        )
-                        pose = dataclasses.replace(msg.pose.pose, position=position)
-                        msg = dataclasses.replace(msg, pose=dataclasses.replace(msg.pose, pose=pose))
-                    if conn.topic not in connections:
-                        connections[conn.topic] = writer.add_connection(
-                            conn.topic,
-                            conn.msgtype,
-                            typestore=store,
-                            offered_qos_profiles=conn.ext.offered_qos_profiles,
-                        )
-                    writer.write(
-                        connections[conn.topic], t_ns + shift_ns, store.serialize_cdr(msg, conn.msgtype)
-                    )
-                last_ns = reader.end_time + shift_ns
-    return out
 
 
 def drifting(trajectory: Trajectory, stamps_ns: np.ndarray) -> np.ndarray:

@@ -26,7 +26,9 @@ Per frame, :meth:`LoopDetector.update`:
    starts one when its sequence score reaches ``start_score``.
 
 The cost per frame is the one product over the eligible keyframes plus a fixed amount of work
-(``candidates x num_speed_ratios x confirm_frames`` dot products). Defaults are chosen by evidence (``benchmarks/loop_closure.py``, ``benchmarks/README.md``). Drives
+(``candidates x num_speed_ratios x confirm_frames`` dot products). The standardisation needs a session whose keyframes show varied places: over a few dozen
+keyframes of one look-alike street a true revisit stands out less (``min_keyframes`` only guards
+against no statistics at all). Defaults are chosen by evidence (``benchmarks/loop_closure.py``, ``benchmarks/README.md``). Drives
 through a place in the opposite direction are not matched (the images differ anyway).
 """
 
