@@ -1,13 +1,15 @@
 """Loop-closure candidates, single-frame vs confirmed through time, with and without odometry (issue 11).
 
-Two drives, scored by THE evaluation routine (:func:`vbl_ros.evaluation.evaluate_localization`,
-loop candidates judged against the drive's own truth, 25 m):
+Drives scored by THE evaluation routine (:func:`vbl_ros.evaluation.evaluate_localization`, loop
+candidates judged against the drive's own truth, 25 m):
 
-- a drive that never revisits a place: the demo's query drive (sun); every candidate is wrong;
-- a looped drive: ONE bag written by :func:`vbl_ros.evaluation.looped.write_looped_bag` from the demo's two traversals of the
-  same route, the first (overcast) then the second (sun), stamps continuous (the second starts
-  ``--gap-s`` after the first ends: the drive back to the start is not recorded), the second's
-  odometry brought into the first's frame. Its second lap revisits every place of the first.
+- drives that never revisit a place: the demo's query drive (sun) and its map drive (overcast);
+  every candidate is wrong;
+- looped drives: ONE bag written by :func:`vbl_ros.evaluation.looped.write_looped_bag` from the
+  demo's two traversals of the same route, the map drive (overcast) then the query drive (sun),
+  stamps continuous (the second starts ``--gap-s`` after the first ends: the drive back to the
+  start is not recorded), the second's odometry brought into the first's frame; its second lap
+  revisits every place of the first. And the same the other way round (sun, then overcast).
 
 Each frame's descriptor is computed once (the default model, 1 torch thread) and the localizer's
 own path after the descriptor (:meth:`Localizer.localize_descriptor`) runs per setting: single-frame
@@ -136,18 +138,24 @@ def main(argv: list[str] | None = None) -> int:
         looped = args.looped_bag or Path(tmp) / "looped"
         if not looped.exists():
             write_looped_bag(args.map_bag, args.query_bag, looped, gap_s=args.gap_s)
-        origin = read_utm_origin(looped)
-        drives = {"no_revisit (query drive)": args.query_bag, "looped (map drive + query drive)": looped}
+        reversed_bag = write_looped_bag(
+            args.query_bag, args.map_bag, Path(tmp) / "looped_reversed", gap_s=args.gap_s
+        )
+        drives = {  # name: (bag, end of its first lap)
+            "no_revisit (query drive, sun)": (args.query_bag, None),
+            "no_revisit (map drive, overcast)": (args.map_bag, None),
+            "looped (overcast, then sun)": (looped, read_odometry(args.map_bag).end_ns),
+            "looped (sun, then overcast)": (reversed_bag, read_odometry(args.query_bag).end_ns),
+        }
         data = {}
-        for name, bag in drives.items():
-            truth = read_odometry(bag).in_frame(origin)
+        for name, (bag, first_lap_end) in drives.items():
+            truth = read_odometry(bag).in_frame(read_utm_origin(bag))
             stamps, desc = descriptors(bag)
-            data[name] = (truth, stamps, desc)
-        first_lap_end = read_odometry(args.map_bag).end_ns
+            data[name] = (truth, stamps, desc, first_lap_end)
     rows = []
     configs = {"single-frame": LocalizerConfig(loop_confirm_frames=1), "confirmed": LocalizerConfig()}
     evaluation = EvaluationConfig(loop_exclude_recent_s=LocalizerConfig().loop_exclude_recent_s)
-    for drive, (truth, stamps, desc) in data.items():
+    for drive, (truth, stamps, desc, first_lap_end) in data.items():
         positions = truth.interpolate(stamps)[0]
         odometries = {"none": None, "INS": positions, "drifting": drifting(truth, stamps)}
         for mode, config in configs.items():
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 loop = report.per_frame.loop
                 has = loop.count > 0
                 revisit = loop.revisit
-                second_lap = stamps > first_lap_end
+                second_lap = stamps > (first_lap_end if first_lap_end is not None else stamps[-1])
                 candidates, wrong = int(loop.count.sum()), int(loop.wrong.sum())
                 rows.append(
                     {

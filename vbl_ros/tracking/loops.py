@@ -77,7 +77,7 @@ class LoopConfig:
     start_score: float = 2.5
     keep_score: float = 0.5
     max_speed_ratio: float = 2.0
-    track_tolerance_s: float = 2.0
+    track_tolerance_s: float = 1.0
     odom_drift_m: float = 10.0
     odom_drift_fraction: float = 0.1
     max_frame_gap_s: float = 3.0
