@@ -200,9 +200,11 @@ class _SessionKeyframes:
         self.stamps: list[int] = []
         self.positions: list[tuple[float, float, float] | None] = []
         self.orientations: list[tuple[float, float, float, float] | None] = []
-        self.travelled_m: list[float] = []
+        # the same in arrays, for sequence matching (grown by doubling)
         self._descriptors = np.zeros((64, dim), dtype=np.float32)
+        self._stamps = np.zeros(64, dtype=np.int64)
         self._positions = np.full((64, 3), math.nan)  # nan: taken without odometry
+        self._travelled = np.zeros(64)
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -212,34 +214,39 @@ class _SessionKeyframes:
         self.stamps.clear()
         self.positions.clear()
         self.orientations.clear()
-        self.travelled_m.clear()
 
     def add(
         self, descriptor: np.ndarray, stamp_ns: int, position, orientation, travelled_m: float = 0.0
     ) -> None:
         n = len(self.stamps)
-        if n == len(self._descriptors):
+        if n == len(self._stamps):
             self._descriptors = np.concatenate([self._descriptors, np.zeros_like(self._descriptors)])
+            self._stamps = np.concatenate([self._stamps, np.zeros_like(self._stamps)])
             self._positions = np.concatenate([self._positions, np.full_like(self._positions, math.nan)])
+            self._travelled = np.concatenate([self._travelled, np.zeros_like(self._travelled)])
         self._descriptors[n] = descriptor.reshape(-1)
+        self._stamps[n] = int(stamp_ns)
         self._positions[n] = math.nan if position is None else np.asarray(position, np.float64).reshape(3)
+        self._travelled[n] = float(travelled_m)
         self.index.add(descriptor.reshape(1, -1))
         self.stamps.append(int(stamp_ns))
         self.positions.append(None if position is None else tuple(float(v) for v in position))
         self.orientations.append(None if orientation is None else tuple(float(v) for v in orientation))
-        self.travelled_m.append(float(travelled_m))
 
     def eligible(self, stamp_ns: int) -> int:
         """How many keyframes have a stamp <= ``stamp_ns`` (they are a prefix: stamps increase)."""
-        return int(np.searchsorted(np.asarray(self.stamps, dtype=np.int64), stamp_ns, side="right"))
+        return int(np.searchsorted(self._stamps[: len(self.stamps)], stamp_ns, side="right"))
 
-    def descriptors(self, count: int) -> np.ndarray:
-        """``(count, D)`` the first ``count`` keyframes' descriptors (a view)."""
-        return self._descriptors[:count]
-
-    def position_array(self, count: int) -> np.ndarray:
-        """``(count, 3)`` the first ``count`` keyframes' odometry positions (``nan``: none; a view)."""
-        return self._positions[:count]
+    def arrays(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the first ``count`` keyframes: ``(count, D)`` descriptors, ``(count,)`` stamps,
+        ``(count, 3)`` odometry positions (``nan``: none) and ``(count,)`` odometry distance
+        travelled when each was taken."""
+        return (
+            self._descriptors[:count],
+            self._stamps[:count],
+            self._positions[:count],
+            self._travelled[:count],
+        )
 
     def search_older_than(
         self, descriptor: np.ndarray, stamp_ns: int, k: int
@@ -467,15 +474,15 @@ class Localizer:
         session = self.session
         if stamp_ns < (session.stamps[-1] if session.stamps else stamp_ns):
             return ()  # time went back: the session restarts when this frame is added
-        n = session.eligible(cutoff)
+        descriptors, stamps, positions, travelled = session.arrays(session.eligible(cutoff))
         match = self.loop_detector.update(
             desc[0],
             stamp_ns,
-            session.descriptors(n),
-            np.asarray(session.stamps[:n], dtype=np.int64),
+            descriptors,
+            stamps,
             odom_position=odom_position,
-            keyframe_positions=session.position_array(n),
-            keyframe_travelled_m=np.asarray(session.travelled_m[:n], dtype=np.float64),
+            keyframe_positions=positions,
+            keyframe_travelled_m=travelled,
         )
         if match is None or self.config.max_loop_candidates == 0 or match.score < self.config.loop_min_score:
             return ()
