@@ -114,7 +114,10 @@ class LocalizerConfig:
                 f"loop_confirm_frames must be >= 1 (1 = single-frame candidates), got {self.loop_confirm_frames}"
             )
         if self.loop_confirm_frames > 1:
-            self.loop_config()  # checks the sequence settings
+            try:
+                self.loop_config()  # checks the sequence settings
+            except ConfigError as err:
+                raise ConfigError(f"loop settings (the loop_* parameters): {err}") from err
 
     def loop_config(self) -> LoopConfig:
         """The settings of the sequence loop detector (``loop_confirm_frames >= 2``)."""
