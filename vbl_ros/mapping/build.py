@@ -40,8 +40,8 @@ class MapConfig:
         batch_size: images per descriptor batch.
         camera_topic: image topic; ``None`` = the contract's compressed centre camera, else raw.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        runtime: the descriptor runtime (:mod:`vbl_ros.export.runtimes`): ``auto`` (``torch`` for a
-            model file, the fastest installed ONNX runtime for an exported ``.onnx``), ``torch``,
+        runtime: the descriptor runtime (:mod:`vbl_ros.export.runtimes`): ``auto`` (on the CPU the
+            fastest installed ONNX runtime, for a model file through its cached ONNX export), ``torch``,
             ``onnxruntime``, ``openvino`` or ``tensorrt``. The map records the source model's
             fingerprint whatever the runtime, so the node may use another one.
         threads: intra-op threads of the runtime; ``None`` = every CPU this process may use

@@ -299,9 +299,13 @@ class LocalizeNode(Node):
     def _work(self) -> None:
         # torch's intra-op thread count as this thread (where inference runs) sees it: the value
         # DescriptorExtractor set (OpenMP settings are per thread; other libraries may change the
-        # main thread's). Exported models run without torch, with the threads their runtime was given.
+        # main thread's). Other runtimes run with the threads they were given (torch may still be
+        # imported, e.g. to export a .pt model for ONNX Runtime, but does not run the network).
         torch = sys.modules.get("torch")
-        threads = torch.get_num_threads() if torch is not None else self._params.inference_threads
+        in_torch = getattr(self._localizer.extractor, "runtime", "torch") == "torch"
+        threads = (
+            torch.get_num_threads() if torch is not None and in_torch else self._params.inference_threads
+        )
         with self._lock:
             self._stats.inference_threads = threads
         while True:

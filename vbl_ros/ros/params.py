@@ -76,9 +76,9 @@ class NodeParams:
             Runtime / OpenVINO intra-op threads without spin-waiting; not used on CUDA). 1 is the
             fastest on a computer that other processes share (measured in benchmarks/README.md);
             more only helps on cores reserved for this node.
-        runtime: Inference runtime: auto (a .pt model in PyTorch; an exported .onnx in ONNX Runtime,
-            else OpenVINO, on the CPU; TensorRT or ONNX Runtime CUDA on a GPU), torch, onnxruntime,
-            openvino or tensorrt (`vbl export` writes the .onnx).
+        runtime: Inference runtime: auto (on the CPU ONNX Runtime, else OpenVINO, for an .onnx and
+            for a .pt model, exported to ONNX once and cached; on a GPU a .pt in PyTorch, an .onnx in
+            TensorRT or ONNX Runtime CUDA), torch, onnxruntime, openvino or tensorrt.
         precision: Compute precision: empty = the runtime's default (fp32; fp16 for PyTorch on
             CUDA), fp32, bf16 (OpenVINO on CPUs with bf16) or fp16 (GPU).
     """
