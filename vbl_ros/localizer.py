@@ -79,6 +79,9 @@ class LocalizerConfig:
         filter_radius_m: filtered mode: a prior is published when filter_min_mass of the belief lies
             within this radius of the estimate.
         filter_min_mass: filtered mode: belief share within filter_radius_m needed for a prior.
+        filter_confirm_frames: filtered mode: consecutive frames whose strong matches must support
+            the concentrated belief before the filter (re)starts publishing priors (twice as many
+            without odometry).
         filter_max_frames_unsupported: filtered mode: frames without a strong match near the
             estimate (moving on odometry or the speed prior alone) before the filter calls itself lost.
         filter_max_speed_mps: filtered mode: largest speed of the motion prior used without odometry.
@@ -102,6 +105,7 @@ class LocalizerConfig:
     filter_particles: int = FilterConfig.particles
     filter_radius_m: float = FilterConfig.radius_m
     filter_min_mass: float = FilterConfig.min_mass
+    filter_confirm_frames: int = FilterConfig.confirm_frames
     filter_max_frames_unsupported: int = FilterConfig.max_frames_unsupported
     filter_max_speed_mps: float = FilterConfig.max_speed_mps
     filter_odometry_noise: float = FilterConfig.odometry_noise
@@ -132,6 +136,7 @@ class LocalizerConfig:
                 particles=self.filter_particles,
                 radius_m=self.filter_radius_m,
                 min_mass=self.filter_min_mass,
+                confirm_frames=self.filter_confirm_frames,
                 max_frames_unsupported=self.filter_max_frames_unsupported,
                 max_speed_mps=self.filter_max_speed_mps,
                 odometry_noise=self.filter_odometry_noise,

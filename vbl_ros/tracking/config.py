@@ -18,10 +18,13 @@ class FilterConfig:
         particles: particle count (fixed: the cost per frame does not depend on the map's size).
         radius_m: a prior is published when at least ``min_mass`` of the belief lies within this
             many metres of the estimate.
-        min_mass: the belief's share within ``radius_m`` needed to publish a prior (0.5 to 1).
-        min_frames: frames after a (re)start before a prior may be published.
-        max_frames_unsupported: frames the filter may run on motion alone (no retrieved match near
-            its estimate) before it calls itself lost and stops publishing.
+        min_mass: the belief's share within ``radius_m`` needed to start publishing priors (0.5 to 1).
+        keep_mass: the share needed to keep publishing once tracking (<= ``min_mass``: hysteresis).
+        confirm_frames: consecutive frames whose strong matches support the concentrated belief
+            before the filter (re)starts tracking, i.e. publishing priors (twice as many without
+            odometry).
+        max_frames_unsupported: frames the filter may run on motion alone (no strong retrieved
+            match near its estimate) before it calls itself lost and stops publishing.
         max_speed_mps: without odometry, the largest speed the motion prior allows.
         odometry_noise: with odometry, the standard deviation of each particle's motion as a share
             of the distance travelled (and of the heading change).
@@ -45,8 +48,9 @@ class FilterConfig:
     particles: int = 500
     radius_m: float = 15.0
     min_mass: float = 0.8
-    min_frames: int = 3
-    max_frames_unsupported: int = 10
+    keep_mass: float = 0.6
+    confirm_frames: int = 10
+    max_frames_unsupported: int = 6
     max_speed_mps: float = 20.0
     odometry_noise: float = 0.05
     heading_noise_deg_per_m: float = 0.2
@@ -65,8 +69,13 @@ class FilterConfig:
             raise ConfigError(f"particles must be in [10, 100000], got {self.particles}; 500 is a good start")
         if not 0.5 <= self.min_mass <= 1.0:
             raise ConfigError(f"min_mass must be in [0.5, 1], got {self.min_mass}")
-        if self.min_frames < 1 or self.max_frames_unsupported < 0:
-            raise ConfigError("min_frames must be >= 1 and max_frames_unsupported >= 0")
+        if not 0.5 <= self.keep_mass <= self.min_mass:
+            raise ConfigError(f"keep_mass must be in [0.5, min_mass={self.min_mass}], got {self.keep_mass}")
+        if self.confirm_frames < 1 or self.max_frames_unsupported < 0:
+            raise ConfigError(
+                f"confirm_frames must be >= 1 and max_frames_unsupported >= 0, got {self.confirm_frames} "
+                f"and {self.max_frames_unsupported}"
+            )
         for name in ("radius_m", "max_speed_mps", "kernel_m", "kernel_yaw_deg", "max_gap_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -41,11 +41,19 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   re-localizes from retrieval alone.
 - **Output**: the estimate is the weighted mean of the particles within ``radius_m`` of the densest
   particle (two mean-shift steps); ``mass`` is the weight within ``radius_m`` of it, ``spread_m`` the
-  RMS distance of all particles to their mean. State: ``initializing`` (fewer than ``min_frames``
-  frames since a (re)start), ``tracking`` (mass >= ``min_mass`` and a strong match near the
-  estimate within the last ``max_frames_unsupported`` frames) or ``lost``. A prior is offered only
-  while tracking: position = estimate, covariance = the particles' spread within the radius plus a
-  floor, yaw = their circular mean.
+  RMS distance of all particles to their mean. The estimate is *supported* by a frame when one of
+  its matches is strong (at least half the frame's best ``l_j``) and its kernel at the estimate
+  keeps that share. The filter starts ``tracking`` (from ``initializing`` after a (re)start, or from
+  ``lost``) only when the belief is concentrated (mass >= ``min_mass``) and supported by
+  ``confirm_frames`` consecutive frames (twice as many without odometry, whose motion prior
+  constrains less): one strong wrong match, or a wrong place that looks right for a few frames,
+  cannot make it confident. It stays tracking while the belief stays
+  concentrated (mass >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the last ``max_frames_unsupported`` frames (it bridges frames where
+  retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
+  only while tracking. An estimate that moves farther than ``radius_m`` plus the motion allowed
+  since the last frame (the belief's mass went over to another place) is a new hypothesis: it is not
+  published until it is confirmed the same way. Position = estimate, covariance = the particles' spread within the radius
+  plus a floor, yaw = their circular mean.
 
 Everything random comes from one generator seeded by ``FilterConfig.seed`` (reset by :meth:`reset`).
 """
@@ -72,6 +80,7 @@ _MIN_NOISE_RAD = math.radians(0.3)
 _FREE_HEADING_NOISE_RAD = math.radians(10.0)  # heading diffusion per frame without odometry
 _SPEED_NOISE_MPS2 = 2.0  # without odometry, each particle's speed changes by ~N(0, 2 m/s^2 * dt)
 _MIN_CALIBRATION_PAIRS = 20
+_MODE_CANDIDATES = 16  # heaviest particles tried as the belief's densest place
 _RIGHT_WINDOW = 32  # following keyframes looked at for right-place pairs
 _WRONG_DRAWS = 16  # random keyframes drawn per sample for wrong-place pairs
 _SLOW_AVERAGE = 0.02  # long-term average of the belief's support (augmented MCL)
@@ -240,6 +249,10 @@ class PlaceFilter:
         self._started = False
         self._frames = 0
         self._unsupported = 0
+        self._supported_run = 0
+        self._tracking = self._ever_tracked = False
+        self._last_centre: np.ndarray | None = None
+        self._moved_m = 0.0  # how far the motion step allowed the robot to move this frame
         self._support_fast = self._support_slow = math.nan  # set by the first frame's support
         self._last_stamp: int | None = None
         self._last_odom: np.ndarray | None = None
@@ -292,7 +305,7 @@ class PlaceFilter:
                 return self._empty_estimate()
             self._draw_around_matches(np.arange(cfg.particles), m_xy, m_yaw, evidence)
             self._w[:] = 1.0 / cfg.particles
-            self._started, self._frames, self._unsupported = True, 0, 0
+            self._started, self._frames, self._unsupported, self._supported_run = True, 0, 0, 0
             self._support_fast = self._support_slow = math.nan
             reset_share = 1.0
         else:
@@ -337,6 +350,7 @@ class PlaceFilter:
             forward, left = c * dx + s * dy, -s * dx + c * dy
             turn = float(_wrap(odom[2] - prev[2]))
             dist = math.hypot(forward, left)
+            self._moved_m = dist
             sd = cfg.odometry_noise * dist + _MIN_NOISE_M
             f = forward + rng.normal(0.0, sd, n)
             lft = left + rng.normal(0.0, sd, n)
@@ -347,6 +361,7 @@ class PlaceFilter:
             self._yaw = _wrap(self._yaw + turn + rng.normal(0.0, sd_yaw + _MIN_NOISE_RAD, n))
         else:
             dt = max(dt, 0.0)
+            self._moved_m = cfg.max_speed_mps * dt
             self._speed = np.clip(self._speed + rng.normal(0.0, _SPEED_NOISE_MPS2 * dt, n), 0, cfg.max_speed_mps)
             self._yaw = _wrap(self._yaw + rng.normal(0.0, _FREE_HEADING_NOISE_RAD, n))
             self._xy[:, 0] += self._speed * dt * np.cos(self._yaw)
@@ -365,11 +380,14 @@ class PlaceFilter:
     def _log_likelihood(
         self, xy: np.ndarray, yaw: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, evidence: np.ndarray
     ) -> np.ndarray:
+        """``(P,)`` log likelihood ``max_j l_j k_j`` of particles ``xy`` ``(P, 2)``, ``yaw`` ``(P,)``."""
         cfg = self.config
-        d2 = ((xy[:, None, :] - m_xy[None, :, :]) ** 2).sum(axis=2)
-        heading = (np.cos(yaw[:, None] - m_yaw[None, :]) - 1.0) / math.radians(cfg.kernel_yaw_deg) ** 2
-        kernel = np.exp(-0.5 * d2 / cfg.kernel_m**2 + heading)
-        return (kernel * evidence[None, :]).max(axis=1)
+        dx = xy[:, 0, None] - m_xy[None, :, 0]
+        dy = xy[:, 1, None] - m_xy[None, :, 1]
+        # cos(yaw - m_yaw) without a (P, K) cosine
+        cos_d = np.cos(yaw)[:, None] * np.cos(m_yaw)[None, :] + np.sin(yaw)[:, None] * np.sin(m_yaw)[None, :]
+        exponent = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) / math.radians(cfg.kernel_yaw_deg) ** 2
+        return (np.exp(exponent) * evidence[None, :]).max(axis=1)
 
     def _resample(self) -> None:
         n = self.config.particles
@@ -383,14 +401,19 @@ class PlaceFilter:
     ) -> FilterEstimate:
         cfg = self.config
         xy, w, r2 = self._xy, self._w, cfg.radius_m**2
+        x, y = xy[:, 0], xy[:, 1]
+
+        def within(c: np.ndarray) -> np.ndarray:
+            return (x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2
+
         # the densest place: among the heaviest particles, the one with most weight within the radius
-        top = np.argsort(w)[-32:]
-        near = ((xy[top, None, :] - xy[None, :, :]) ** 2).sum(axis=2) <= r2
-        centre = xy[top[int(np.argmax(near.astype(np.float64) @ w))]]
+        top = np.argpartition(w, len(w) - _MODE_CANDIDATES)[-_MODE_CANDIDATES:]
+        near = (x[top, None] - x[None, :]) ** 2 + (y[top, None] - y[None, :]) ** 2 <= r2
+        centre = xy[top[int(np.argmax(near @ w))]]
         for _ in range(2):
-            inside = ((xy - centre) ** 2).sum(axis=1) <= r2
+            inside = within(centre)
             centre = (w[inside] @ xy[inside]) / w[inside].sum()
-        inside = ((xy - centre) ** 2).sum(axis=1) <= r2
+        inside = within(centre)
         mass = float(w[inside].sum())
         wi = w[inside] / w[inside].sum()
         centred = xy[inside] - centre
@@ -412,13 +435,21 @@ class PlaceFilter:
                 self._z = float(self.positions[best_kf, 2])
         else:
             supported = False
+        # a belief that moved to another place than the motion allows is a new hypothesis: confirm it
+        if self._last_centre is not None and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m:
+            self._tracking, self._supported_run = False, 0
+        self._last_centre = centre.copy()
         self._unsupported = 0 if supported else self._unsupported + 1
-        if self._frames < cfg.min_frames:
-            state = "initializing"
-        elif mass >= cfg.min_mass and self._unsupported <= cfg.max_frames_unsupported:
-            state = "tracking"
+        self._supported_run = self._supported_run + 1 if supported else 0
+        if self._tracking:
+            self._tracking = mass >= cfg.keep_mass and self._unsupported <= cfg.max_frames_unsupported
         else:
-            state = "lost"
+            # without odometry the motion model constrains less: twice the confirmation
+            confirm = cfg.confirm_frames * (1 if self._last_odom is not None else 2)
+            self._tracking = mass >= cfg.min_mass and self._supported_run >= confirm
+        if self._tracking:
+            self._ever_tracked = True
+        state = "tracking" if self._tracking else "lost" if self._ever_tracked else "initializing"
         return FilterEstimate(
             state=state,
             position=(float(centre[0]), float(centre[1]), self._z),
