@@ -140,7 +140,9 @@ def score(results: list, truth_positions: np.ndarray, truth_yaw: np.ndarray, key
         "error_p95_m": report.prior_error_p95_m,
         "error_max_m": max(errors) if errors else math.nan,
         "coverage_95": report.covariance_coverage_95,
-        "states": {s: sum(r.filter_state == s for r in results) for s in ("initializing", "tracking", "lost")},
+        "states": {
+            s: sum(r.filter_state == s for r in results) for s in ("initializing", "tracking", "lost")
+        },
     }
 
 
@@ -183,6 +185,42 @@ def submap(keyframe_map: KeyframeMap, keep: np.ndarray) -> KeyframeMap:
     return out
 
 
+def time_filter(keyframes: int, frames: int = 2000) -> dict:
+    """The filter's cost per frame on a map of ``keyframes`` places (positions only: the filter never
+    touches descriptors after calibration), fed ``4 * top_k`` matches per frame, with odometry."""
+    from vbl_ros.tracking import FilterConfig, PlaceFilter, ScoreModel
+
+    rng = np.random.default_rng(0)
+    side = math.ceil(math.sqrt(keyframes))
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:keyframes] * 2.5
+    positions = np.column_stack([grid, np.zeros(keyframes)])
+    config = FilterConfig()
+    filt = PlaceFilter(positions, rng.uniform(-np.pi, np.pi, keyframes), config, ScoreModel(0.91, 0.89, 0.02))
+    k = 4 * LocalizerConfig().top_k
+    times, cpu = [], []
+    for i in range(frames):
+        truth = 2.5 * i
+        near = np.flatnonzero(np.abs(grid[: side * 4, 0] - truth % (side * 2.5)) < 10)[: k // 2]
+        ids = np.concatenate([near, rng.integers(0, keyframes, k - len(near))])
+        scores = np.sort(rng.uniform(0.88, 0.95, k))[::-1]
+        t0, c0 = time.perf_counter(), time.thread_time()
+        filt.update(i * 312_500_000, ids, scores, (truth, 0.0, 0.0))
+        times.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    p50, p95, p99 = np.percentile(times, [50, 95, 99])
+    c50, c95 = np.percentile(cpu, [50, 95])
+    return {
+        "keyframes": keyframes,
+        "frames": frames,
+        "wall_p50_ms": p50,
+        "wall_p95_ms": p95,
+        "wall_p99_ms": p99,
+        "cpu_p50_ms": c50,
+        "cpu_p95_ms": c95,
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bags", type=Path, nargs="+")
@@ -190,9 +228,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/vbl_tracking_cache"))
     parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="LocalizerConfig overrides, e.g. filter_min_mass=0.9"
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="LocalizerConfig overrides, e.g. filter_min_mass=0.9",
     )
     parser.add_argument("--no-cases", action="store_true", help="skip the kidnapped and off-map cases")
+    parser.add_argument(
+        "--timing-keyframes",
+        type=int,
+        nargs="*",
+        default=[400, 1_000_000],
+        help="map sizes of the cost check",
+    )
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     logging.basicConfig(level=logging.WARNING)
@@ -244,7 +293,9 @@ def main() -> None:
                 )
                 off = near > 25.0
                 case["frames_off_map"] = int(off.sum())
-                case["priors_off_map"] = sum(r.pose_prior is not None for r, o in zip(results, off, strict=True) if o)
+                case["priors_off_map"] = sum(
+                    r.pose_prior is not None for r, o in zip(results, off, strict=True) if o
+                )
                 drive[f"off-map (first half of the map): {name}"] = case
                 print(f"{bag.name:40s} off-map {name:18s} {json.dumps(case)}", flush=True)
         out["drives"][bag.name] = drive
@@ -256,7 +307,10 @@ def main() -> None:
         "frames": len(times),
         "particles": LocalizerConfig().filter_particles,
     }
-    print("filter cost per frame (ms):", out["filter_ms_per_frame"])
+    print("filter cost per frame in the replays (ms):", out["filter_ms_per_frame"])
+    out["filter_cost_vs_map_size"] = [time_filter(n) for n in args.timing_keyframes]
+    for row in out["filter_cost_vs_map_size"]:
+        print("filter cost per frame:", row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=lambda o: dataclasses.asdict(o)) + "\n")
     print(args.out)

@@ -9,6 +9,7 @@ usually among the retrieved ones: the situation the filter exists for.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -29,7 +30,7 @@ NS = 312_500_000  # 3.2 Hz frames, 8 m/s: 2.5 m per frame
 def polyline(corners: list[tuple[float, float]], step: float = SPACING) -> tuple[np.ndarray, np.ndarray]:
     """Points every ``step`` metres along the corners, and their headings."""
     pts, yaws = [], []
-    for (x0, y0), (x1, y1) in zip(corners[:-1], corners[1:], strict=True):
+    for (x0, y0), (x1, y1) in itertools.pairwise(corners):
         length = math.hypot(x1 - x0, y1 - y0)
         for t in np.arange(0.0, length, step):
             pts.append((x0 + (x1 - x0) * t / length, y0 + (y1 - y0) * t / length))
@@ -122,7 +123,7 @@ def errors(estimates: list, truth: np.ndarray) -> np.ndarray:
 
 
 def single_frame_top1_errors(kmap: KeyframeMap, world: World, truth: np.ndarray) -> np.ndarray:
-    scores, ids = kmap.search(world.describe(truth, 0.5), 1)
+    _scores, ids = kmap.search(world.describe(truth, 0.5), 1)
     return np.linalg.norm(kmap.positions()[ids[:, 0], :2] - truth, axis=1)
 
 
@@ -130,11 +131,15 @@ def single_frame_top1_errors(kmap: KeyframeMap, world: World, truth: np.ndarray)
 
 
 def test_calibration_separates_right_from_wrong_places(town) -> None:
-    world, kmap = town
+    _world, kmap = town
     model = ScoreModel.calibrate(kmap.descriptors(), kmap.positions(), FilterConfig())
     assert model.right_count >= 20 and model.wrong_count >= 20
     assert model.right_mean > model.wrong_mean
-    assert model.log_ratio(np.array([model.right_mean]))[0] > 0 > model.log_ratio(np.array([model.wrong_mean]))[0]
+    assert (
+        model.log_ratio(np.array([model.right_mean]))[0]
+        > 0
+        > model.log_ratio(np.array([model.wrong_mean]))[0]
+    )
     tiny = ScoreModel.calibrate(kmap.descriptors()[:1], kmap.positions()[:1], FilterConfig())
     assert tiny.right_count == 0  # the fallback
 
@@ -158,7 +163,9 @@ def test_loop_drive_across_the_start(town) -> None:
     truth, yaw = drive(world, 300, 260)  # 650 m: three corners, through the start
     est = run(make_filter(kmap), kmap, world, truth, odometry_of(truth, yaw))
     err = errors(est, truth)
-    assert np.isfinite(err[10:]).mean() >= 0.6  # the 90-degree corners cost frames: lost, then confirmed again
+    assert (
+        np.isfinite(err[10:]).mean() >= 0.6
+    )  # the 90-degree corners cost frames: lost, then confirmed again
     assert np.nanmax(err) <= 10.0
 
 
@@ -208,7 +215,7 @@ def test_without_odometry_the_speed_prior_tracks(town) -> None:
 
 def test_same_seed_same_outputs(town) -> None:
     world, kmap = town
-    truth, yaw = drive(world, 0, 30)
+    truth, _yaw = drive(world, 0, 30)
     desc = world.describe(truth, 0.5)
     scores, ids = kmap.search(desc, K)
     runs = []
@@ -236,7 +243,9 @@ def test_localizer_in_filtered_mode_publishes_priors_and_reports_the_state(town)
     odometry = odometry_of(truth, yaw)
     single = Localizer(None, kmap, LocalizerConfig())
     filtered = Localizer(
-        None, kmap, LocalizerConfig(prior_mode="filtered", filter_confirm_frames=5, filter_max_frames_unsupported=10)
+        None,
+        kmap,
+        LocalizerConfig(prior_mode="filtered", filter_confirm_frames=5, filter_max_frames_unsupported=10),
     )
     counts = {"single": 0, "filtered": 0}
     for i in range(len(truth)):

@@ -523,7 +523,9 @@ class Localizer:
             self._last_kf_position = position
 
 
-def _planar_pose(position: np.ndarray | None, orientation: np.ndarray | None) -> tuple[float, float, float] | None:
+def _planar_pose(
+    position: np.ndarray | None, orientation: np.ndarray | None
+) -> tuple[float, float, float] | None:
     """``(x, y, yaw)`` of an odometry pose, ``None`` when either part is missing."""
     if position is None or orientation is None:
         return None

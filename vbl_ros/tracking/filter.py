@@ -315,7 +315,7 @@ class PlaceFilter:
                 reset_share = cfg.reset_min + (cfg.reset_max - cfg.reset_min) * decline
                 if self._unsupported > cfg.max_frames_unsupported:
                     reset_share = cfg.reset_max
-                count = int(round(reset_share * cfg.particles))
+                count = round(reset_share * cfg.particles)
                 if count:
                     chosen = self._rng.choice(cfg.particles, size=count, replace=False)
                     self._draw_around_matches(chosen, m_xy, m_yaw, evidence)
@@ -362,7 +362,9 @@ class PlaceFilter:
         else:
             dt = max(dt, 0.0)
             self._moved_m = cfg.max_speed_mps * dt
-            self._speed = np.clip(self._speed + rng.normal(0.0, _SPEED_NOISE_MPS2 * dt, n), 0, cfg.max_speed_mps)
+            self._speed = np.clip(
+                self._speed + rng.normal(0.0, _SPEED_NOISE_MPS2 * dt, n), 0, cfg.max_speed_mps
+            )
             self._yaw = _wrap(self._yaw + rng.normal(0.0, _FREE_HEADING_NOISE_RAD, n))
             self._xy[:, 0] += self._speed * dt * np.cos(self._yaw)
             self._xy[:, 1] += self._speed * dt * np.sin(self._yaw)
@@ -386,14 +388,20 @@ class PlaceFilter:
         dy = xy[:, 1, None] - m_xy[None, :, 1]
         # cos(yaw - m_yaw) without a (P, K) cosine
         cos_d = np.cos(yaw)[:, None] * np.cos(m_yaw)[None, :] + np.sin(yaw)[:, None] * np.sin(m_yaw)[None, :]
-        exponent = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) / math.radians(cfg.kernel_yaw_deg) ** 2
+        exponent = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) / math.radians(
+            cfg.kernel_yaw_deg
+        ) ** 2
         return (np.exp(exponent) * evidence[None, :]).max(axis=1)
 
     def _resample(self) -> None:
         n = self.config.particles
         positions = (self._rng.random() + np.arange(n)) / n
         idx = np.minimum(np.searchsorted(np.cumsum(self._w), positions), n - 1)
-        self._xy, self._yaw, self._speed = self._xy[idx].copy(), self._yaw[idx].copy(), self._speed[idx].copy()
+        self._xy, self._yaw, self._speed = (
+            self._xy[idx].copy(),
+            self._yaw[idx].copy(),
+            self._speed[idx].copy(),
+        )
         self._w = np.full(n, 1.0 / n)
 
     def _estimate(
@@ -436,7 +444,10 @@ class PlaceFilter:
         else:
             supported = False
         # a belief that moved to another place than the motion allows is a new hypothesis: confirm it
-        if self._last_centre is not None and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m:
+        if (
+            self._last_centre is not None
+            and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m
+        ):
             self._tracking, self._supported_run = False, 0
         self._last_centre = centre.copy()
         self._unsupported = 0 if supported else self._unsupported + 1
