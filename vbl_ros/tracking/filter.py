@@ -80,6 +80,7 @@ _MIN_NOISE_RAD = math.radians(0.3)
 _FREE_HEADING_NOISE_RAD = math.radians(10.0)  # heading diffusion per frame without odometry
 _SPEED_NOISE_MPS2 = 2.0  # without odometry, each particle's speed changes by ~N(0, 2 m/s^2 * dt)
 _MIN_CALIBRATION_PAIRS = 20
+_FALLBACK_SIGMA = 0.05  # score spread assumed by the uncalibrated model (log ratio slope <= 20)
 _MODE_CANDIDATES = 16  # heaviest particles tried as the belief's densest place
 _RIGHT_WINDOW = 32  # following keyframes looked at for right-place pairs
 _WRONG_DRAWS = 16  # random keyframes drawn per sample for wrong-place pairs
@@ -116,12 +117,13 @@ class ScoreModel:
 
     @classmethod
     def fallback(cls, scores: np.ndarray | None = None) -> ScoreModel:
-        """An uncalibrated model: wrong places score like the given scores, right ones 2 sigma more."""
+        """A cautious uncalibrated model (a map too small to tell right from wrong places): places
+        score like the given scores, right ones one standard deviation (at least 0.05) more."""
         s = np.asarray(scores if scores is not None else [], dtype=np.float64)
         s = s[np.isfinite(s)]
         mean = float(s.mean()) if len(s) else 0.5
-        sigma = float(max(s.std(), 0.01)) if len(s) > 1 else 0.05
-        return cls(mean + 2 * sigma, mean, sigma)
+        sigma = max(float(s.std()) if len(s) > 1 else 0.0, _FALLBACK_SIGMA)
+        return cls(mean + sigma, mean, sigma)
 
     @classmethod
     def calibrate(cls, descriptors: np.ndarray, positions: np.ndarray, config: FilterConfig) -> ScoreModel:
@@ -156,12 +158,12 @@ class ScoreModel:
                 len(right),
                 len(wrong),
             )
-            return cls.fallback(wrong if len(wrong) else None)
+            return cls.fallback(np.concatenate([right, wrong]))
         r_mean, w_mean = float(right.mean()), float(wrong.mean())
         sigma = math.sqrt((right.var() * len(right) + wrong.var() * len(wrong)) / (len(right) + len(wrong)))
         if not (r_mean > w_mean and sigma > 0):
             logger.warning("score model: right places do not score above wrong ones; using a fallback")
-            return cls.fallback(wrong)
+            return cls.fallback(np.concatenate([right, wrong]))
         model = cls(r_mean, w_mean, max(sigma, 1e-3), len(right), len(wrong))
         logger.info(
             "score model calibrated on %d keyframes: right %.3f, wrong %.3f, sigma %.3f (%d/%d pairs)",
