@@ -32,8 +32,9 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   keyframes of ``p(s | right)`` near ``x`` and ``p(s | wrong)`` elsewhere, i.e. up to a constant the
   ratio of the keyframes near ``x``; keyframes that were not retrieved scored at most ``s_min``. The
   cost is a few thousand dot products, whatever the map's size.
-- **Sensor resetting** (augmented MCL): each frame a share of particles is re-drawn around the
-  current matches (a match chosen with probability ``~ exp(l_j)``). The share is ``reset_min`` while
+- **Sensor resetting** (augmented MCL): after each frame's estimate a share of particles is
+  re-drawn around the current matches (a match chosen with probability ``~ exp(l_j)``), to be
+  judged by the following frames, not by the frame that placed them. The share is ``reset_min`` while
   the belief explains the frame's evidence as well as it usually does and rises towards
   ``reset_max`` as it explains it worse: ``1 - fast / slow``, the short- over the long-term average
   of the support ``sum_p w_p exp(L_p - max_j l_j)`` (Thrun et al., Probabilistic Robotics 8.3.5); it
@@ -301,7 +302,8 @@ class PlaceFilter:
             evidence = np.zeros(0)
 
         reset_share = 0.0
-        if not self._started:
+        fresh = not self._started
+        if fresh:
             if len(ids) == 0:
                 self._last_odom = odom
                 return self._empty_estimate()
@@ -312,17 +314,6 @@ class PlaceFilter:
             reset_share = 1.0
         else:
             self._move(odom, dt)
-            if len(ids):
-                decline = max(0.0, 1.0 - self._support_fast / self._support_slow) if self._frames > 1 else 0.0
-                reset_share = cfg.reset_min + (cfg.reset_max - cfg.reset_min) * decline
-                if self._unsupported > cfg.max_frames_unsupported:
-                    reset_share = cfg.reset_max
-                count = round(reset_share * cfg.particles)
-                if count:
-                    chosen = self._rng.choice(cfg.particles, size=count, replace=False)
-                    self._draw_around_matches(chosen, m_xy, m_yaw, evidence)
-                    self._w[chosen] = 1.0 / cfg.particles
-                    self._w /= self._w.sum()
         self._last_odom = odom
         self._frames += 1
 
@@ -336,10 +327,22 @@ class PlaceFilter:
             self._support_slow += _SLOW_AVERAGE * (support - self._support_slow)
             w = self._w * np.exp(log_l - log_l.max())
             self._w = w / w.sum()
+            if not fresh:
+                decline = max(0.0, 1.0 - self._support_fast / self._support_slow)
+                reset_share = cfg.reset_min + (cfg.reset_max - cfg.reset_min) * decline
+                if self._unsupported >= cfg.max_frames_unsupported:
+                    reset_share = cfg.reset_max
 
         estimate = self._estimate(m_xy, m_yaw, ids, evidence, reset_share)
         if 1.0 / float(self._w @ self._w) < 0.5 * cfg.particles:
             self._resample()
+        # sensor resetting after the estimate: the new particles are judged by the next frames
+        count = 0 if fresh else round(reset_share * cfg.particles)
+        if count:
+            chosen = self._rng.choice(cfg.particles, size=count, replace=False)
+            self._draw_around_matches(chosen, m_xy, m_yaw, evidence)
+            self._w[chosen] = 1.0 / cfg.particles
+            self._w /= self._w.sum()
         return estimate
 
     # ------------------------------------------------------------------ steps
