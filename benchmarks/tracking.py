@@ -17,6 +17,8 @@ leaves the mapped streets). Each run is scored by :func:`vbl_ros.evaluation.eval
 against the bag's odometry in the map's frame. The filter's own cost per frame (``PlaceFilter.update``)
 is timed apart, with its p95.
 
+Without bags only the cost check runs (``--out results/tracking_cost.json``).
+
 Usage (the demo's map and sunny query; night and snow drives of the demo town)::
 
     nice -n 10 python benchmarks/tracking.py --map /tmp/demo_out/map_spacing2m \\
@@ -221,10 +223,14 @@ def time_filter(keyframes: int, frames: int = 2000) -> dict:
     }
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bags", type=Path, nargs="+")
-    parser.add_argument("--map", type=Path, required=True)
+    parser.add_argument("bags", type=Path, nargs="*", help="query bags (none: only the cost check)")
+    parser.add_argument("--map", type=Path, help="the map (needed with bags)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/vbl_tracking_cache"))
     parser.add_argument(
@@ -245,6 +251,16 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     logging.basicConfig(level=logging.WARNING)
+    if not args.bags:
+        rows = [time_filter(n) for n in args.timing_keyframes]
+        for row in rows:
+            print("filter cost per frame:", row)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"command": "python benchmarks/tracking.py " + " ".join(os.sys.argv[1:]), "date": _now()}
+        args.out.write_text(json.dumps({**meta, "filter_cost_vs_map_size": rows}, indent=2) + "\n")
+        return
+    if args.map is None:
+        parser.error("--map is needed with query bags")
     keyframe_map = KeyframeMap.load(args.map)
     modes = {
         "single": (LocalizerConfig(prior_mode="single"), None),
@@ -254,7 +270,7 @@ def main() -> None:
     }
     out: dict = {
         "command": "python benchmarks/tracking.py " + " ".join(os.sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": _now(),
         "machine": f"{os.cpu_count()} x {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}",
         "map": f"{args.map} ({len(keyframe_map)} keyframes)",
         "settings": dataclasses.asdict(modes["filtered, odometry"][0]),

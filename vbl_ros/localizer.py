@@ -136,6 +136,7 @@ class LocalizerConfig:
                 particles=self.filter_particles,
                 radius_m=self.filter_radius_m,
                 min_mass=self.filter_min_mass,
+                keep_mass=min(FilterConfig.keep_mass, self.filter_min_mass),
                 confirm_frames=self.filter_confirm_frames,
                 max_frames_unsupported=self.filter_max_frames_unsupported,
                 max_speed_mps=self.filter_max_speed_mps,
