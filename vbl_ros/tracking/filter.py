@@ -47,9 +47,11 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   keeps that share. The filter starts ``tracking`` (from ``initializing`` after a (re)start, or from
   ``lost``) only when the belief is concentrated (mass >= ``min_mass``) and supported by
   ``confirm_frames`` consecutive frames (twice as many without odometry, whose motion prior
-  constrains less): one strong wrong match, or a wrong place that looks right for a few frames,
-  cannot make it confident. It stays tracking while the belief stays
-  concentrated (mass >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the last ``max_frames_unsupported`` frames (it bridges frames where
+  constrains less; a third of that when the track was lost without its estimate jumping since,
+  i.e. it kept moving as the robot did): one strong wrong match, or a wrong place that looks right
+  for a few frames, cannot make it confident. It stays tracking while the belief stays
+  concentrated (mass >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the
+  last ``max_frames_unsupported`` frames (it bridges frames where
   retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
   only while tracking. An estimate that moves farther than ``radius_m`` plus the motion allowed
   since the last frame (the belief's mass went over to another place) is a new hypothesis: it is not
@@ -253,7 +255,7 @@ class PlaceFilter:
         self._frames = 0
         self._unsupported = 0
         self._supported_run = 0
-        self._tracking = self._ever_tracked = False
+        self._tracking = self._ever_tracked = self._same_track = False
         self._last_centre: np.ndarray | None = None
         self._moved_m = 0.0  # how far the motion step allowed the robot to move this frame
         self._support_fast = self._support_slow = math.nan  # set by the first frame's support
@@ -453,15 +455,19 @@ class PlaceFilter:
             self._last_centre is not None
             and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m
         ):
-            self._tracking, self._supported_run = False, 0
+            self._tracking, self._supported_run, self._same_track = False, 0, False
         self._last_centre = centre.copy()
         self._unsupported = 0 if supported else self._unsupported + 1
         self._supported_run = self._supported_run + 1 if supported else 0
         if self._tracking:
             self._tracking = mass >= cfg.keep_mass and self._unsupported <= cfg.max_frames_unsupported
+            self._same_track = True  # a loss now leaves the estimate where the track was
         else:
-            # without odometry the motion model constrains less: twice the confirmation
+            # without odometry the motion model constrains less: twice the confirmation; a track
+            # lost without its estimate jumping since (it moved as the robot did) resumes after a third
             confirm = cfg.confirm_frames * (1 if self._last_odom is not None else 2)
+            if self._same_track:
+                confirm = max(1, confirm // 3)
             self._tracking = mass >= cfg.min_mass and self._supported_run >= confirm
         if self._tracking:
             self._ever_tracked = True
