@@ -31,7 +31,11 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   score distributions on purpose: the likelihood of a frame at place ``x`` is the product over map
   keyframes of ``p(s | right)`` near ``x`` and ``p(s | wrong)`` elsewhere, i.e. up to a constant the
   ratio of the keyframes near ``x``; keyframes that were not retrieved scored at most ``s_min``. The
-  cost is a few thousand dot products, whatever the map's size.
+  cost is a few thousand dot products, whatever the map's size. Two assumptions: the map's
+  keyframes are stored in drive order (``build_map`` does so), and the query's condition separates
+  right from wrong places about as well as the map's own images do (true for the demo's sunny and
+  snow drives against an overcast map; at night retrieval is weaker than calibrated, which the
+  confirmation below has to absorb). A map too small to calibrate gets a cautious fallback.
 - **Sensor resetting** (augmented MCL): after each frame's estimate a share of particles is
   re-drawn around the current matches (a match chosen with probability ``~ exp(l_j)``), to be
   judged by the following frames, not by the frame that placed them. The share is ``reset_min`` while
@@ -41,22 +45,22 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   is ``reset_max`` when the filter has run too long without support. So a kidnapped robot
   re-localizes from retrieval alone.
 - **Output**: the estimate is the weighted mean of the particles within ``radius_m`` of the densest
-  particle (two mean-shift steps); ``mass`` is the weight within ``radius_m`` of it, ``spread_m`` the
-  RMS distance of all particles to their mean. The estimate is *supported* by a frame when one of
-  its matches is strong (at least half the frame's best ``l_j``) and its kernel at the estimate
+  particle (two mean-shift steps); ``mass`` is the weight within ``radius_m`` of it, ``spread_m``
+  the RMS distance of all particles to their mean. The estimate is *supported* by a frame when one
+  of its matches is strong (at least half the frame's best ``l_j``) and its kernel at the estimate
   keeps that share. The filter starts ``tracking`` (from ``initializing`` after a (re)start, or from
   ``lost``) only when the belief is concentrated (mass >= ``min_mass``) and supported by
   ``confirm_frames`` consecutive frames (twice as many without odometry, whose motion prior
-  constrains less; a third of that when the track was lost without its estimate jumping since,
-  i.e. it kept moving as the robot did): one strong wrong match, or a wrong place that looks right
-  for a few frames, cannot make it confident. It stays tracking while the belief stays
-  concentrated (mass >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the
-  last ``max_frames_unsupported`` frames (it bridges frames where
-  retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
-  only while tracking. An estimate that moves farther than ``radius_m`` plus the motion allowed
-  since the last frame (the belief's mass went over to another place) is a new hypothesis: it is not
-  published until it is confirmed the same way. Position = estimate, covariance = the particles' spread within the radius
-  plus a floor, yaw = their circular mean.
+  constrains less; a third of that when the track was lost without its estimate jumping since, i.e.
+  it kept moving as the robot did): one strong wrong match, or a wrong place that looks right for a
+  few frames, cannot make it confident. It stays tracking while the belief stays concentrated (mass
+  >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the last
+  ``max_frames_unsupported`` frames (it bridges frames where retrieval fails, on odometry or the
+  speed prior), and is ``lost`` otherwise. A prior is offered only while tracking. An estimate that
+  moves farther than ``radius_m`` plus the motion allowed since the last frame (the belief's mass
+  went over to another place) is a new hypothesis: it is not published until it is confirmed the
+  same way. Position = estimate, covariance = the particles' spread within the radius plus a floor,
+  yaw = their circular mean.
 
 Everything random comes from one generator seeded by ``FilterConfig.seed`` (reset by :meth:`reset`).
 """
