@@ -7,7 +7,7 @@ vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--s
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
-vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline] [--rate X] [--threshold M] QUERY_BAG...
+vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline [--use-odometry]] [--rate X] [--threshold M] QUERY_BAG...
 vbl evaluate --compare REPORT_DIR... --out DIR
 """
 
@@ -188,6 +188,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         params_file=None if args.params is None else str(args.params),
         camera_topic=args.camera_topic,
+        use_odometry=args.use_odometry or None,
     )
     if config.offline and args.rate is not None:
         raise ConfigError("--rate sets the live replay's pace; --offline runs as fast as it goes: drop one")
@@ -198,6 +199,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     command = ["vbl evaluate", "--map", str(args.map), "--out", str(args.out)]
     command += [] if args.model is None else ["--model", str(args.model)]
     command += ["--offline"] if config.offline else ["--rate", f"{config.rate:g}"]
+    command += ["--use-odometry"] if config.use_odometry else []
     command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
     out = evaluate(
         args.map,
@@ -386,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline",
         action="store_true",
         help="run the core localizer in this process, as fast as it goes (default: the localize node over DDS)",
+    )
+    evaluate.add_argument(
+        "--use-odometry",
+        action="store_true",
+        help="offline: give the localizer each bag's odometry with every frame (as the node's use_odometry)",
     )
     evaluate.add_argument("--rate", type=float, help="live replay pace, times the bags' own (default 1)")
     evaluate.add_argument(
