@@ -10,7 +10,10 @@ whole bag. Stamps are header stamps in nanoseconds.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import struct
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from vbl_ros.errors import BadFrameError, MissingDataError, RobotCarFormatError
+from vbl_ros.errors import BadFrameError, BagError, MissingDataError, RobotCarFormatError
 from vbl_ros.geometry.trajectory import Trajectory
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.images import decode_compressed_image, decode_raw_image
@@ -54,14 +57,83 @@ def _typestore() -> Any:
     return get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
 
 
-def open_reader(bag: Path | str) -> Any:
-    """An opened-on-enter ``AnyReader`` for ``bag`` (use as a context manager)."""
+@contextmanager
+def open_reader(bag: Path | str) -> Iterator[Any]:
+    """An opened ``AnyReader`` for ``bag`` (use as a context manager).
+
+    Raises:
+        MissingDataError: ``bag`` does not exist.
+        BagError: ``bag`` is not a bag, or its storage file is damaged or cut short (raised on
+            opening, or while reading its messages inside the block).
+    """
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
     if not bag.exists():
         raise MissingDataError(f"{bag}: bag not found")
-    return AnyReader([bag], default_typestore=_typestore())
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        raise BagError(
+            f"{bag}: not a rosbag2 bag folder (no metadata.yaml); pass the folder that 'vbl convert' or "
+            "'ros2 bag record' wrote"
+        )
+    try:
+        reader = AnyReader([bag], default_typestore=_typestore())
+        reader.open()
+    except (*_read_errors(), OSError) as err:
+        raise _bag_error(bag, err) from err
+    try:
+        yield reader
+    except _read_errors() as err:
+        raise _bag_error(bag, err) from err
+    finally:
+        reader.close()
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What rosbags and its storage back ends raise on a file that is not a bag or is damaged."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Rosbag1Error
+    from rosbags.rosbag2 import ReaderError as Rosbag2Error
+    from rosbags.serde import SerdeError
+
+    return (
+        AnyReaderError,
+        Rosbag1Error,
+        Rosbag2Error,
+        SerdeError,
+        sqlite3.DatabaseError,
+        struct.error,
+        EOFError,
+    )
+
+
+def _bag_error(bag: Path, err: BaseException) -> BagError:
+    """The named error for ``err``, raised by rosbags on ``bag``, with what to do about it."""
+    text = " ".join(f"{err}".split())
+    storage = (
+        sorted(str(p.name) for p in bag.glob("*") if p.suffix in (".db3", ".mcap")) if bag.is_dir() else []
+    )
+    where = f"{bag} ({', '.join(storage)})" if storage else f"{bag}"
+    if "malformed" in text or "not a database" in text or isinstance(err, sqlite3.DatabaseError):
+        return BagError(
+            f"{where}: the sqlite3 storage file is damaged or cut short ({text}); a recording stopped "
+            "without closing it, or a copy that did not finish. Recover its readable rows with "
+            "'sqlite3 FILE.db3 .recover | sqlite3 FIXED.db3', put FIXED.db3 in place of FILE.db3, and "
+            "run again; or use another copy of the bag"
+        )
+    if "magic" in text.lower() or "mcap" in text.lower() or isinstance(err, struct.error | EOFError):
+        return BagError(
+            f"{where}: the mcap storage file is damaged or cut short ({text}); a recording stopped "
+            "without closing it, or a copy that did not finish. Recover the readable part with the mcap "
+            "CLI ('mcap recover FILE.mcap -o FIXED.mcap'), put FIXED.mcap in place of FILE.mcap, and "
+            "run again; or use another copy of the bag"
+        )
+    if "missing" in text:
+        return BagError(f"{where}: {text}; the bag folder is incomplete: copy the whole folder")
+    return BagError(
+        f"{where}: cannot read the bag ({text}); pass a rosbag2 bag folder (sqlite3 or mcap) as written "
+        "by 'vbl convert' or 'ros2 bag record'"
+    )
 
 
 def _stamp_ns(msg: Any) -> int:
