@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ __all__ = [
     "UTM_ORIGIN_TOPIC",
     "CameraFrame",
     "GpsTrack",
+    "check_bags",
     "open_reader",
     "read_camera_frames",
     "read_gps",
@@ -89,6 +90,14 @@ def open_reader(bag: Path | str) -> Iterator[Any]:
         reader.close()
 
 
+def check_bags(bags: Sequence[Path | str]) -> None:
+    """Open each bag and close it again: a missing, damaged or non-bag path is refused before the
+    long work starts (:class:`MissingDataError`, :class:`BagError`)."""
+    for bag in bags:
+        with open_reader(bag):
+            pass
+
+
 def _read_errors() -> tuple[type[BaseException], ...]:
     """What rosbags and its storage back ends raise on a file that is not a bag or is damaged."""
     from rosbags.highlevel import AnyReaderError
@@ -114,18 +123,19 @@ def _bag_error(bag: Path, err: BaseException) -> BagError:
         sorted(str(p.name) for p in bag.glob("*") if p.suffix in (".db3", ".mcap")) if bag.is_dir() else []
     )
     where = f"{bag} ({', '.join(storage)})" if storage else f"{bag}"
+    name = storage[0].rsplit(".", 1)[0] if len(storage) == 1 else "FILE"
     if "malformed" in text or "not a database" in text or isinstance(err, sqlite3.DatabaseError):
         return BagError(
             f"{where}: the sqlite3 storage file is damaged or cut short ({text}); a recording stopped "
             "without closing it, or a copy that did not finish. Recover its readable rows with "
-            "'sqlite3 FILE.db3 .recover | sqlite3 FIXED.db3', put FIXED.db3 in place of FILE.db3, and "
+            f"'sqlite3 {name}.db3 .recover | sqlite3 FIXED.db3', put FIXED.db3 in place of {name}.db3, and "
             "run again; or use another copy of the bag"
         )
     if "magic" in text.lower() or "mcap" in text.lower() or isinstance(err, struct.error | EOFError):
         return BagError(
             f"{where}: the mcap storage file is damaged or cut short ({text}); a recording stopped "
             "without closing it, or a copy that did not finish. Recover the readable part with the mcap "
-            "CLI ('mcap recover FILE.mcap -o FIXED.mcap'), put FIXED.mcap in place of FILE.mcap, and "
+            f"CLI ('mcap recover {name}.mcap -o FIXED.mcap'), put FIXED.mcap in place of {name}.mcap, and "
             "run again; or use another copy of the bag"
         )
     if "missing" in text:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vbl_ros.bags import check_bags
 from vbl_ros.config import load_yaml
 from vbl_ros.errors import VblError
 from vbl_ros.export.metadata import FILE_FORMATS
@@ -94,6 +95,7 @@ def _init_model(args: argparse.Namespace) -> None:
         projection=args.projection,
         projection_dim=args.dim,
     )
+    check_bags([] if args.bag is None else [args.bag])
     check_output(args.out, 64 * MIB, "model file")
     out = init_model(
         args.out,
@@ -116,6 +118,7 @@ def _build_map(args: argparse.Namespace) -> None:
     config = _config(MapConfig, args.config, spacing_m=args.spacing, runtime=args.runtime)
     if args.index is not None and args.index != config.index.kind:  # the same kind keeps the file's settings
         config = dataclasses.replace(config, index=index_config(args.index))
+    check_bags(args.bags)
     check_output(args.out, MIB + tree_size(args.bags) // 50, "map")
     print(
         build_map(
@@ -152,7 +155,10 @@ def _train(args: argparse.Namespace) -> None:
             epochs=args.epochs,
             device=args.device,
         )
-    bags = [] if config is None else [Path(b) for b in config.train_bags]
+    bags = (
+        [] if config is None else [Path(b) for b in (*config.train_bags, config.val_bag, config.map_bag) if b]
+    )
+    check_bags(bags)
     check_output(args.resume or args.out, 256 * MIB + tree_size(bags) // 2, "training run")
     result = train(
         config,
@@ -217,6 +223,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     command += [] if args.model is None else ["--model", str(args.model)]
     command += ["--offline"] if config.offline else ["--rate", f"{config.rate:g}"]
     command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
+    check_bags(args.bags)
     check_output(args.out, 16 * MIB, "report")
     out = evaluate(
         args.map,
