@@ -294,17 +294,10 @@ CASES = [
     Case("repair-map not a map", ("repair-map", "{S}/not_a_bag"), "MapError"),
     Case("repair-map missing", ("repair-map", "{T}/nowhere"), "MapError"),
     # the node
-    Case("node map not a map", ("-p", "map:={S}/not_a_bag"), "MapError", node=True),
     Case("node unreadable map", ("-p", "map:={S}/broken_map"), "MapError", node=True),
     Case("node missing map", ("-p", "map:={T}/nowhere"), "ConfigError", node=True),
     Case("node corrupt model", ("-p", "model:={S}/garbage.pt"), "ModelError", node=True),
     Case("node bad parameter", ("-p", "top_k:=0"), "ConfigError", node=True),
-    Case(
-        "node map of another model",
-        ("-p", "map:={S}/map", "-p", "model:={S}/other.pt"),
-        "ModelMismatchError",
-        node=True,
-    ),
 ]
 
 

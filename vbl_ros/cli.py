@@ -27,7 +27,7 @@ from typing import Any
 
 from vbl_ros.bags import check_bags
 from vbl_ros.config import load_yaml
-from vbl_ros.errors import VblError
+from vbl_ros.errors import OutputExistsError, VblError
 from vbl_ros.export.metadata import FILE_FORMATS
 from vbl_ros.export.runtimes import RUNTIMES
 from vbl_ros.files import check_output, output_error, tree_size
@@ -130,6 +130,8 @@ def _build_map(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from vbl_ros.export import export_model, read_metadata
 
+    if args.out.exists() and not args.overwrite:  # before loading the model
+        raise OutputExistsError(f"{args.out}: exists; choose another --out, or --overwrite it")
     check_output(args.out, 64 * MIB, "exported model")
     out = export_model(args.model, args.out, file_format=args.format, overwrite=args.overwrite)
     metadata = read_metadata(out)
@@ -192,6 +194,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from vbl_ros.errors import ConfigError
     from vbl_ros.evaluation import load_report
+    from vbl_ros.mapping.store import KeyframeMap
     from vbl_ros.pipelines.evaluate import EvaluateConfig, compare_reports, evaluate
 
     if args.compare:
@@ -225,6 +228,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
     check_bags(args.bags)
     check_output(args.out, 16 * MIB, "report")
+    KeyframeMap.load(args.map)  # a missing or damaged map is refused before the model loads
     out = evaluate(
         args.map,
         args.bags,

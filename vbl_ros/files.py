@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 FAULT_ENV = "VBL_FAULT"
 
 _PID = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-")
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 _WRITE_ERRNOS = {
     errno.ENOSPC: "no space left on the device: free some space or choose another output location",
     errno.EDQUOT: "disk quota exceeded: free some space or choose another output location",
@@ -239,12 +240,15 @@ def check_output(path: Path | str, need_bytes: int = 0, what: str = "output") ->
         )
 
 
-def output_error(err: OSError) -> OutputError | None:
-    """The named error for a write that failed on permission, read-only file system or full disk."""
+def output_error(err: OSError, path: Path | str | None = None) -> OutputError | None:
+    """The named error for a write (to ``path``, if the error does not name a file) that failed on
+    permission, read-only file system or full disk; ``None`` for other errors."""
     reason = _WRITE_ERRNOS.get(err.errno or 0)
+    if reason is None and err.errno is None and _SHORT_WRITE.search(f"{err}"):
+        reason = _WRITE_ERRNOS[errno.ENOSPC]  # numpy's tofile reports a short write without errno
     if reason is None:
         return None
-    where = err.filename if err.filename is not None else "an output file"
+    where = err.filename if err.filename is not None else (path or "an output file")
     return OutputError(f"{where}: cannot write: {reason}")
 
 

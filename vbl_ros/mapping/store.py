@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
-from vbl_ros.files import recover_dir, replace_dir, temp_dir
+from vbl_ros.files import output_error, recover_dir, replace_dir, temp_dir
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import INDEXES, IndexConfig, index_config, new_index
 
@@ -293,6 +293,10 @@ class KeyframeMap:
         the swap leaves the old map untouched; a crash between the two renames is repaired by
         :func:`recover_map`, which :meth:`load`, :meth:`save`, ``build_map``, the node and
         ``vbl repair-map`` call.
+
+        Raises:
+            OutputExistsError: ``path`` exists and is not a map.
+            OutputError: the disk is full or the folder not writable (nothing half-written is left).
         """
         path = Path(path).absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +306,11 @@ class KeyframeMap:
         tmp = temp_dir(path)
         try:
             self._write_files(tmp)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            named = output_error(err, path) if isinstance(err, OSError) else None
+            if named is not None:
+                raise named from err
             raise
         replace_dir(tmp, path)
         logger.info("saved %r to %s", self, path)
