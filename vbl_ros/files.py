@@ -147,7 +147,13 @@ def replace_dir(tmp: Path, path: Path) -> None:
         old = path.parent / f".{path.name}.old-{os.getpid()}-{time.time_ns()}"
         os.rename(path, old)
         _fault_point("replace-between-renames")
-    os.rename(tmp, path)
+    try:
+        os.rename(tmp, path)
+    except BaseException:  # an error (not a kill) between the renames: the old folder goes back now
+        if old is not None:
+            os.rename(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
