@@ -202,6 +202,7 @@ CASES = [
         fault="read-only",
         seed_ro=("other.pt",),
     ),
+    Case("init-model full disk", ("init-model", "{T}/m.pt"), "OutputError", fault="full-disk"),
     # export
     Case("export corrupt model", ("export", "{S}/garbage.pt", "--out", "{T}/m.onnx"), "ModelError"),
     Case("export missing model", ("export", "{T}/nowhere.pt", "--out", "{T}/m.onnx"), "ModelError"),
@@ -216,6 +217,12 @@ CASES = [
         "OutputError",
         fault="read-only",
         seed_ro=("existing.onnx",),
+    ),
+    Case(
+        "export full disk",
+        ("export", "{S}/other.pt", "--format", "torchscript", "--out", "{T}/m.ts"),
+        "OutputError",
+        fault="full-disk",
     ),
     # train
     Case(
@@ -444,3 +451,14 @@ def test_a_save_killed_before_the_swap_leaves_no_map_lookalike(tmp_path: Path) -
     assert "incomplete temporary copy" in repaired.stderr
     assert sorted(p.name for p in map_dir.parent.iterdir()) == ["m"]
     assert _hashes(map_dir) == before
+
+
+def test_too_little_space_is_refused_before_the_work(tmp_path: Path) -> None:
+    from vbl_ros.errors import OutputError
+    from vbl_ros.files import check_output
+
+    free = shutil.disk_usage(tmp_path).free
+    check_output(tmp_path / "map", free // 2, "map")
+    with pytest.raises(OutputError, match="needs about .* free: free some space"):
+        check_output(tmp_path / "a" / "b" / "map", free * 2, "map")
+    assert list(tmp_path.iterdir()) == []  # the checks write nothing

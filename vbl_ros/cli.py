@@ -464,8 +464,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VblError as err:
         log.error("%s: %s", type(err).__name__, err)
         return 2
-    except OSError as err:
-        named = output_error(err)
+    except Exception as err:  # a full disk or a permission while writing is the user's; the rest is a bug
+        out = next(
+            (getattr(args, a) for a in ("out", "out_bag", "out_dir", "resume") if getattr(args, a, None)),
+            None,
+        )
+        named = output_error(err, out)
         if named is None:
             raise
         log.error("%s: %s", type(named).__name__, named)

@@ -47,8 +47,8 @@ _WRITE_ERRNOS = {
     errno.EDQUOT: "disk quota exceeded: free some space or choose another output location",
     errno.EFBIG: "file size limit reached (ulimit -f) or no space left: raise the limit or choose another "
     "output location",
-    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
-    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
+    errno.EACCES: "permission denied: fix the permissions, or choose a folder you can write to",
+    errno.EPERM: "operation not permitted: fix the permissions, or choose a folder you can write to",
     errno.EROFS: "read-only file system: choose an output location on a writable file system",
 }
 
@@ -246,16 +246,21 @@ def check_output(path: Path | str, need_bytes: int = 0, what: str = "output") ->
         )
 
 
-def output_error(err: OSError, path: Path | str | None = None) -> OutputError | None:
+def output_error(err: BaseException, path: Path | str | None = None) -> OutputError | None:
     """The named error for a write (to ``path``, if the error does not name a file) that failed on
-    permission, read-only file system or full disk; ``None`` for other errors."""
-    reason = _WRITE_ERRNOS.get(err.errno or 0)
-    if reason is None and err.errno is None and _SHORT_WRITE.search(f"{err}"):
-        reason = _WRITE_ERRNOS[errno.ENOSPC]  # numpy's tofile reports a short write without errno
-    if reason is None:
-        return None
-    where = err.filename if err.filename is not None else (path or "an output file")
-    return OutputError(f"{where}: cannot write: {reason}")
+    permission, read-only file system or full disk, found in ``err`` or the errors it was raised
+    from (torch wraps them); ``None`` for other errors."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            reason = _WRITE_ERRNOS.get(seen.errno or 0)
+            if reason is None and seen.errno is None and _SHORT_WRITE.search(f"{seen}"):
+                reason = _WRITE_ERRNOS[errno.ENOSPC]  # numpy's tofile reports a short write without errno
+            if reason is not None:
+                where = seen.filename if seen.filename is not None else (path or "an output file")
+                return OutputError(f"{where}: {reason}")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def tree_size(paths: list[Path]) -> int:
