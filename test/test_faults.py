@@ -459,6 +459,6 @@ def test_too_little_space_is_refused_before_the_work(tmp_path: Path) -> None:
 
     free = shutil.disk_usage(tmp_path).free
     check_output(tmp_path / "map", free // 2, "map")
-    with pytest.raises(OutputError, match="needs about .* free: free some space"):
+    with pytest.raises(OutputError, match=r"needs about .* free: free some space"):
         check_output(tmp_path / "a" / "b" / "map", free * 2, "map")
     assert list(tmp_path.iterdir()) == []  # the checks write nothing

@@ -5,6 +5,11 @@ origin of its frame, so drives recorded from different starting points can be co
 
 Everything streams through ``rosbags``' :class:`~rosbags.highlevel.AnyReader`; nothing loads the
 whole bag. Stamps are header stamps in nanoseconds.
+
+Damaged bags: an mcap file cut short (a recording stopped without closing it) is read up to the
+cut, with a warning saying how much; what cannot be read (a damaged sqlite3 file, an mcap cut inside
+its only chunk, a path that is not a bag) raises :class:`~vbl_ros.errors.BagError` naming the file
+and what to do.
 """
 
 from __future__ import annotations
@@ -64,8 +69,9 @@ def open_reader(bag: Path | str) -> Iterator[Any]:
 
     Raises:
         MissingDataError: ``bag`` does not exist.
-        BagError: ``bag`` is not a bag, or its storage file is damaged or cut short (raised on
-            opening, or while reading its messages inside the block).
+        BagError: ``bag`` is not a bag, or its storage file is damaged or cut short beyond what
+            can be read (raised on opening, or while reading its messages inside the block). An mcap
+            file cut short after complete chunks is read up to the cut, with a warning.
     """
     from rosbags.highlevel import AnyReader
 
@@ -79,9 +85,13 @@ def open_reader(bag: Path | str) -> Iterator[Any]:
         )
     try:
         reader = AnyReader([bag], default_typestore=_typestore())
+        for folder in _folder_readers(reader):  # this reader only: nothing global is patched
+            if "mcap" in getattr(folder, "STORAGE_PLUGINS", {}):
+                folder.STORAGE_PLUGINS = {**folder.STORAGE_PLUGINS, "mcap": _cut_mcap_reader()}
         reader.open()
     except (*_read_errors(), OSError) as err:
         raise _bag_error(bag, err) from err
+    _warn_if_cut(bag, reader)
     try:
         yield reader
     except _read_errors() as err:
@@ -96,6 +106,95 @@ def check_bags(bags: Sequence[Path | str]) -> None:
     for bag in bags:
         with open_reader(bag):
             pass
+
+
+_warned_cut: set[tuple[str, int]] = set()
+
+
+def _folder_readers(reader: Any) -> list[Any]:
+    """The rosbag2 folder readers inside an ``AnyReader`` (rosbags: ``Reader.storage``)."""
+    return [
+        r.storage
+        for r in getattr(reader, "readers", ())
+        if hasattr(getattr(r, "storage", None), "STORAGE_PLUGINS")
+    ]
+
+
+def _warn_if_cut(bag: Path, reader: Any) -> None:
+    """Warn (once per file and process) that a cut-short mcap file is read only up to the cut."""
+    for folder in _folder_readers(reader):
+        for storage in getattr(folder, "storages", ()):
+            cut = getattr(storage, "cut", None)
+            if cut is None or (str(storage.path), cut[1]) in _warned_cut:
+                continue
+            _warned_cut.add((str(storage.path), cut[1]))
+            read, size = cut
+            stats = storage.statistics
+            logger.warning(
+                "%s: %s is cut short (an interrupted recording or copy: no mcap footer); reading the %d "
+                "messages (%.1f s of recording) in its first %d of %d bytes; what follows is lost",
+                bag,
+                Path(storage.path).name,
+                stats.message_count,
+                (stats.end_time - stats.start_time) / 1e9,
+                read,
+                size,
+            )
+
+
+def _cut_mcap_reader() -> type:
+    """rosbags' mcap storage reader that also reads a file cut short (no footer) up to the cut.
+
+    An mcap file is a sequence of records (opcode, length, body); a recording stopped without
+    closing the file lacks the summary and footer, and its last record may be incomplete. This reader
+    takes the complete records before the cut as an unindexed mcap file (which the format allows and
+    rosbags reads by scanning).
+    """
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.rosbag2.storage_mcap import McapReader
+
+    class CutMcapReader(McapReader):
+        cut: tuple[int, int] | None = None  # (bytes read, file size) when the file was cut short
+
+        def _open(self) -> None:
+            try:
+                super()._open()
+                return
+            except ReaderError as err:
+                if "end magic" not in f"{err}" and "footer" not in f"{err}".lower():
+                    raise
+            bio = self.bio
+            assert bio is not None
+            size = bio.seek(0, 2)
+            end = position = self.data_start
+            while position + 9 <= size:
+                bio.seek(position)
+                opcode = bio.read(1)[0]
+                length = int.from_bytes(bio.read(8), "little")
+                if opcode == 0x0F or position + 9 + length > size:  # data end, or the cut record
+                    break
+                position = end = position + 9 + length
+            self.schemas.clear()
+            self.channels.clear()
+            self.connections.clear()
+            self.chunks.clear()
+            self.data_end = end
+            self.meta_scan()
+            statistics = self.statistics
+            assert statistics is not None
+            if not statistics.message_count:
+                raise ReaderError("File end magic is invalid, and no complete message lies before the cut.")
+            counts = statistics.channel_message_counts
+            self.connections = [x._replace(msgcount=counts.get(x.id, 0)) for x in self.connections]
+            self.metadata = self.metadata._replace(
+                duration=statistics.end_time - statistics.start_time + 1,
+                start_time=statistics.start_time,
+                end_time=statistics.end_time + 1,
+                message_count=statistics.message_count,
+            )
+            self.cut = (end, size)
+
+    return CutMcapReader
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
