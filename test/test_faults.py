@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from bag_fixtures import write_line_bag
+from bag_fixtures import cut_copy, write_line_bag, write_mcap_copy
 from mapping_fixtures import random_map
 from ros_helpers import LOCALIZE, REPO, unique_domain_id
 
@@ -25,33 +25,6 @@ FILE_LIMIT = 4096  # bytes: RLIMIT_FSIZE for the "full disk" cases (the map's de
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-def _mcap_copy(src: Path, dst: Path) -> None:
-    """``src`` (a sqlite3 bag) rewritten with mcap storage."""
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-
-    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {
-            c.id: writer.add_connection(
-                c.topic,
-                c.msgtype,
-                msgdef=c.msgdef.data,
-                rihs01=c.digest,
-                serialization_format=c.ext.serialization_format,
-                offered_qos_profiles=c.ext.offered_qos_profiles,
-            )
-            for c in reader.connections
-        }
-        for conn, stamp, raw in reader.messages():
-            writer.write(conns[conn.id], stamp, raw)
-
-
-def _cut_copy(src: Path, dst: Path) -> None:
-    """A copy of the bag ``src`` whose storage file is cut at half its size (an interrupted recording)."""
-    shutil.copytree(src, dst)
-    storage = next(p for p in dst.iterdir() if p.suffix in (".db3", ".mcap"))
-    os.truncate(storage, storage.stat().st_size // 2)
-
-
 def _vbl(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(VBL), *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
 
@@ -61,9 +34,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Artefacts the cases read (and must leave unchanged): bags good and bad, a real map, models."""
     root = tmp_path_factory.mktemp("faults")
     write_line_bag(root / "line", length_m=40.0)
-    _mcap_copy(root / "line", root / "line_mcap")
-    _cut_copy(root / "line", root / "line_db3_cut")
-    _cut_copy(root / "line_mcap", root / "line_mcap_cut")
+    write_mcap_copy(root / "line", root / "line_mcap")
+    cut_copy(root / "line", root / "line_db3_cut")
+    cut_copy(root / "line_mcap", root / "line_mcap_cut")  # cut inside its only chunk: nothing readable
     (root / "not_a_bag").mkdir()
     (root / "not_a_bag" / "notes.txt").write_text("a folder of notes, not a bag\n")
     built = _vbl("build-map", root / "line", "--out", root / "map")
