@@ -31,7 +31,7 @@ def _vbl(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Artefacts the cases read (and must leave unchanged): bags good and bad, a real map, models."""
+    """Artefacts the cases read (and must leave unchanged): bags good and bad, maps, model files."""
     root = tmp_path_factory.mktemp("faults")
     write_line_bag(root / "line", length_m=40.0)
     write_mcap_copy(root / "line", root / "line_mcap")
@@ -39,15 +39,14 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cut_copy(root / "line_mcap", root / "line_mcap_cut")  # cut inside its only chunk: nothing readable
     (root / "not_a_bag").mkdir()
     (root / "not_a_bag" / "notes.txt").write_text("a folder of notes, not a bag\n")
-    built = _vbl("build-map", root / "line", "--out", root / "map")
-    assert built.returncode == 0, built.stderr
-    made = _vbl("init-model", root / "other.pt", "--projection", "linear", "--dim", "32")
-    assert made.returncode == 0, made.stderr
+    random_map(20)[0].save(root / "map")  # a map of model "fp-a": the faults never reach the search
+    (root / "model.pt").write_bytes(b"stands for a model file the commands must not replace\n")
     (root / "garbage.pt").write_bytes(b"not a model at all\n")
     (root / "existing.onnx").write_bytes(b"an earlier export\n")
-    broken = root / "broken_map"
-    shutil.copytree(root / "map", broken)
-    os.truncate(broken / "descriptors.npy", 100)
+    shutil.copytree(root / "map", root / "cut_map")
+    os.truncate(root / "cut_map" / "descriptors.npy", 100)
+    shutil.copytree(root / "map", root / "bad_manifest_map")
+    (root / "bad_manifest_map" / "manifest.json").write_text('{"format": "vbl-keyframe-map", "vers')
     configs = {
         "model_float.yaml": "netvlad_clusters: 2.5\n",
         "map_string.yaml": "spacing_m: far\n",
@@ -153,7 +152,7 @@ CASES = [
         ("init-model", "{T}/m.pt", "--config", "{S}/model_float.yaml"),
         "ConfigError",
     ),
-    Case("init-model existing output", ("init-model", "{S}/other.pt"), "OutputExistsError"),
+    Case("init-model existing output", ("init-model", "{S}/model.pt"), "OutputExistsError"),
     Case(
         "init-model truncated bag",
         (
@@ -170,10 +169,10 @@ CASES = [
     ),
     Case(
         "init-model read-only output",
-        ("init-model", "{T}/ro/other.pt", "--overwrite"),
+        ("init-model", "{T}/ro/model.pt", "--overwrite"),
         "OutputError",
         fault="read-only",
-        seed_ro=("other.pt",),
+        seed_ro=("model.pt",),
     ),
     Case("init-model full disk", ("init-model", "{T}/m.pt"), "OutputError", fault="full-disk"),
     # export
@@ -181,19 +180,19 @@ CASES = [
     Case("export missing model", ("export", "{T}/nowhere.pt", "--out", "{T}/m.onnx"), "ModelError"),
     Case(
         "export existing output",
-        ("export", "{S}/other.pt", "--out", "{S}/existing.onnx"),
+        ("export", "{S}/garbage.pt", "--out", "{S}/existing.onnx"),
         "OutputExistsError",
     ),
     Case(
         "export read-only output",
-        ("export", "{S}/other.pt", "--out", "{T}/ro/existing.onnx", "--overwrite"),
+        ("export", "--out", "{T}/ro/existing.onnx", "--overwrite"),
         "OutputError",
         fault="read-only",
         seed_ro=("existing.onnx",),
     ),
     Case(
         "export full disk",
-        ("export", "{S}/other.pt", "--format", "torchscript", "--out", "{T}/m.ts"),
+        ("export", "--format", "torchscript", "--out", "{T}/m.ts"),
         "OutputError",
         fault="full-disk",
     ),
@@ -236,7 +235,7 @@ CASES = [
     ),
     Case(
         "evaluate corrupt map",
-        ("evaluate", "--offline", "--map", "{S}/broken_map", "--out", "{T}/r", "{S}/line"),
+        ("evaluate", "--offline", "--map", "{S}/cut_map", "--out", "{T}/r", "{S}/line"),
         "MapError",
     ),
     Case(
@@ -274,7 +273,7 @@ CASES = [
     Case("repair-map not a map", ("repair-map", "{S}/not_a_bag"), "MapError"),
     Case("repair-map missing", ("repair-map", "{T}/nowhere"), "MapError"),
     # the node
-    Case("node unreadable map", ("-p", "map:={S}/broken_map"), "MapError", node=True),
+    Case("node unreadable map", ("-p", "map:={S}/bad_manifest_map"), "MapError", node=True),
     Case("node missing map", ("-p", "map:={T}/nowhere"), "ConfigError", node=True),
     Case("node corrupt model", ("-p", "model:={S}/garbage.pt"), "ModelError", node=True),
     Case("node bad parameter", ("-p", "top_k:=0"), "ConfigError", node=True),
