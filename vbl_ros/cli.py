@@ -161,7 +161,10 @@ def _train(args: argparse.Namespace) -> None:
         [] if config is None else [Path(b) for b in (*config.train_bags, config.val_bag, config.map_bag) if b]
     )
     check_bags(bags)
-    check_output(args.resume or args.out, 256 * MIB + tree_size(bags) // 2, "training run")
+    target = (
+        args.out if args.resume is None else args.resume / "checkpoints" / "last.pt"
+    )  # resume writes inside
+    check_output(target, 256 * MIB + tree_size(bags) // 2, "training run")
     result = train(
         config,
         args.resume if args.resume is not None else args.out,
