@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from bag_fixtures import cut_copy, write_line_bag, write_mcap_copy
 
 from vbl_ros.bags import check_bags, read_camera_frames, read_odometry, read_utm_origin
 from vbl_ros.errors import BagError, MissingDataError
+from vbl_ros.mapping import KeyframeMap
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +76,19 @@ def _folder(path: Path) -> Path:
 def _file(path: Path) -> Path:
     path.write_text("not a bag\n")
     return path
+
+
+def test_build_map_reads_a_cut_mcap_up_to_the_cut(line: Path, tmp_path: Path) -> None:
+    """Every command gets it through bags.py: ``vbl build-map`` on an interrupted recording builds a
+    map of the part before the cut and says so."""
+    cut = cut_copy(write_mcap_copy(line, tmp_path / "whole", chunk_size=16 * 1024), tmp_path / "cut")
+    vbl = Path(sys.executable).with_name("vbl")
+    result = subprocess.run(
+        [str(vbl), "build-map", str(cut), "--out", str(tmp_path / "map")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cut short" in result.stderr and "Traceback" not in result.stderr
+    assert len(KeyframeMap.load(tmp_path / "map")) >= 2
