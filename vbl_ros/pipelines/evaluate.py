@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from vbl_ros.evaluation import (
     localize_bag,
     write_report,
 )
-from vbl_ros.files import temp_dir
+from vbl_ros.files import recover_dir, replace_dir, temp_dir
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
 
@@ -382,6 +381,7 @@ def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     half-written one.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(out, marker)
     tmp = temp_dir(out)
     try:
         yield tmp
@@ -389,13 +389,7 @@ def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
 
 
 def _meta(

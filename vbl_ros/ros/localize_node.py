@@ -516,7 +516,7 @@ def main(args: list[str] | None = None) -> int:
             try:
                 node = LocalizeNode()
             except VblError as err:
-                rclpy.logging.get_logger("localize").fatal(f"cannot start: {err}")
+                rclpy.logging.get_logger("localize").fatal(f"cannot start: {type(err).__name__}: {err}")
                 return 2
             except Exception:
                 if rclpy.ok():

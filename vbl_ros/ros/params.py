@@ -32,6 +32,7 @@ from rclpy.parameter import Parameter
 from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError
 from vbl_ros.export.runtimes import PRECISIONS, RUNTIMES
+from vbl_ros.files import recover_dir
 from vbl_ros.localizer import LocalizerConfig
 
 __all__ = [
@@ -116,6 +117,8 @@ class NodeParams:
                 f"parameter 'model': file {self.model!r} not found; give a model file (`vbl init-model`), "
                 "or leave it empty for the packaged default model"
             )
+        if self.map:
+            recover_dir(Path(self.map).expanduser(), "manifest.json")  # undo an interrupted map replace
         if self.map and not Path(self.map).expanduser().exists():
             raise ConfigError(
                 f"parameter 'map': {self.map!r} not found; give a map written by `vbl build-map`, "
