@@ -157,3 +157,62 @@ def write_line_bag(
         for t, topic, msg in events:
             writer.write(conns[topic], t, store.serialize_cdr(msg, msg.__msgtype__))
     return bag
+
+
+def write_mcap_copy(src: Path, dst: Path, *, chunk_size: int | None = None) -> Path:
+    """The sqlite3 bag ``src`` rewritten as an mcap bag at ``dst``: by rosbags (one chunk per MiB), or
+    with ``chunk_size`` by the ``mcap`` library (many small chunks, as ``ros2 bag record`` writes)."""
+    import yaml
+    from rosbags.rosbag2 import Reader, StoragePlugin
+
+    if chunk_size is None:
+        with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+            conns = {
+                c.id: writer.add_connection(
+                    c.topic,
+                    c.msgtype,
+                    msgdef=c.msgdef.data,
+                    rihs01=c.digest,
+                    serialization_format=c.ext.serialization_format,
+                    offered_qos_profiles=c.ext.offered_qos_profiles,
+                )
+                for c in reader.connections
+            }
+            for conn, stamp, raw in reader.messages():
+                writer.write(conns[conn.id], stamp, raw)
+        return dst
+    from mcap.writer import CompressionType
+    from mcap.writer import Writer as McapWriter
+
+    dst.mkdir()
+    name = f"{dst.name}.mcap"
+    with Reader(src) as reader, open(dst / name, "wb") as f:
+        writer = McapWriter(f, chunk_size=chunk_size, compression=CompressionType.ZSTD)
+        writer.start(profile="ros2", library="vbl tests")
+        channels = {}
+        for c in reader.connections:
+            schema = writer.register_schema(c.msgtype, "ros2msg", c.msgdef.data.encode())
+            channels[c.id] = writer.register_channel(c.topic, "cdr", schema, {"offered_qos_profiles": ""})
+        for conn, stamp, raw in reader.messages():
+            writer.add_message(channels[conn.id], log_time=stamp, data=raw, publish_time=stamp)
+        writer.finish()
+    metadata = yaml.safe_load((src / "metadata.yaml").read_text())
+    info = metadata["rosbag2_bagfile_information"]
+    info["storage_identifier"] = "mcap"
+    info["relative_file_paths"] = [name]
+    for file in info.get("files") or []:
+        file["path"] = name
+    (dst / "metadata.yaml").write_text(yaml.safe_dump(metadata))
+    return dst
+
+
+def cut_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    """A copy of the bag ``src`` whose storage file is cut at ``fraction`` of its size (an interrupted
+    recording or copy)."""
+    import os
+    import shutil
+
+    shutil.copytree(src, dst)
+    storage = next(p for p in dst.iterdir() if p.suffix in (".db3", ".mcap"))
+    os.truncate(storage, int(storage.stat().st_size * fraction))
+    return dst

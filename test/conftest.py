@@ -1,4 +1,6 @@
-"""Test-wide settings: offscreen rendering for MuJoCo (must be chosen before mujoco is imported)."""
+"""Test-wide settings: offscreen rendering for MuJoCo (must be chosen before mujoco is imported), and
+an export cache of the test run's own (``runtime: auto`` exports model files to ONNX once and keeps
+them there; the user's ``~/.cache/vbl`` is left alone)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+if "VBL_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["VBL_CACHE_DIR"] = tempfile.mkdtemp(prefix="vbl-test-cache-")
 
 
 @pytest.fixture(scope="module")

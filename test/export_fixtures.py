@@ -1,8 +1,10 @@
 """Small models exported once per test session (ONNX exports take ~10 s each) and street frames to map.
 
 :func:`small_exports` writes, under the session's temporary folder, two 64x64 models as model files,
-ONNX and TorchScript: the pretrained default architecture with GeM, and NetVLAD (8 clusters, k-means
-on street frames) with a 32-d PCA projection fitted on the same frames.
+ONNX and TorchScript: the pretrained default architecture with GeM, NetVLAD (8 clusters, k-means
+on street frames) with a 32-d PCA projection fitted on the same frames, and the side-modality
+``hallucination`` model (GeM image encoder + depth decoder G + depth encoder E_D, as ``vbl train``
+writes it; its decoder untrained, which does not matter for parity).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from bag_fixtures import street_texture
 from vbl_ros.cli import main
 from vbl_ros.export import export_model
 from vbl_ros.model import DescriptorNet, ModelConfig, initialize_model, model_fingerprint, save_model
+from vbl_ros.model.hallucination import HallucinationNet
+from vbl_ros.model.heads import SideBranchConfig
 
 SIZE = {"input_height": 64, "input_width": 64}
 ARCHITECTURES = {
@@ -25,6 +29,7 @@ ARCHITECTURES = {
     "netvlad_pca": ModelConfig(
         aggregation="netvlad", netvlad_clusters=8, projection="pca", projection_dim=32, **SIZE
     ),
+    "hallucination": ModelConfig(side=SideBranchConfig("depth", 16), **SIZE),
 }
 
 
@@ -48,7 +53,7 @@ _CACHE: dict[int, dict[str, Exported]] = {}
 
 
 def small_exports(factory: pytest.TempPathFactory) -> dict[str, Exported]:
-    """Both architectures, exported once per session (ONNX through ``vbl export``, the command line)."""
+    """Every architecture, exported once per session (ONNX through ``vbl export``, the command line)."""
     key = id(factory)
     if key not in _CACHE:
         threads = torch.get_num_threads()
@@ -59,6 +64,8 @@ def small_exports(factory: pytest.TempPathFactory) -> dict[str, Exported]:
             for name, config in ARCHITECTURES.items():
                 if name == "gem":
                     net = DescriptorNet(config).eval()
+                elif name == "hallucination":
+                    net = HallucinationNet(config).eval()
                 else:
                     net = initialize_model(config, images=street_frames(40, seed=7), device="cpu")
                 model = save_model(net, folder / f"{name}.pt")

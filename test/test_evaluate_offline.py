@@ -197,7 +197,29 @@ def test_the_localizer_settings_come_from_the_nodes_params_file(tmp_path: Path) 
         EvaluateConfig(rate=0.0)
     with pytest.raises(ConfigError, match="device"):
         EvaluateConfig(device="tpu")
+    with pytest.raises(ConfigError, match="offline"):
+        EvaluateConfig(use_odometry=True)  # the live replay sends the camera only
     assert np.isfinite(EvaluateConfig().evaluation.threshold_m)
+
+
+def test_filtered_priors_with_the_bags_odometry(setup, tmp_path: Path) -> None:
+    """prior_mode filtered from the params file, the bag's odometry replayed with each frame."""
+    repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
+    params = tmp_path / "filtered.yaml"
+    text = repo_params.read_text().replace("prior_mode: single", "prior_mode: filtered")
+    params.write_text(text.replace("filter_confirm_frames: 10", "filter_confirm_frames: 3"))
+    assert localizer_config_from_params(params).prior_mode == "filtered"
+    out = tmp_path / "report"
+    extra = ("--params", str(params), "--use-odometry")
+    assert _evaluate(setup, out, setup["query"], extra=extra) == 0
+    report = json.loads((out / "report.json").read_text())
+    sunny = report["queries"]["sunny"]
+    assert (
+        "with each bag's odometry" in report["meta"]["mode"] and "--use-odometry" in report["meta"]["command"]
+    )
+    assert sunny["num_frames"] == 25 and sunny["availability"] >= 0.5
+    # the toy street repeats its texture: single-frame priors are only ~50 % within 10 m here too
+    assert sunny["prior_precision"] >= 0.4
 
 
 def test_loop_candidate_counts_survive_report_json() -> None:

@@ -17,7 +17,7 @@ from vbl_ros.export.files import write_atomically
 from vbl_ros.export.onnx import PARITY_COSINE
 from vbl_ros.model import DescriptorExtractor
 
-ARCHS = ("gem", "netvlad_pca")
+ARCHS = ("gem", "netvlad_pca", "hallucination")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

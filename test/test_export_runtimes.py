@@ -89,12 +89,36 @@ def test_threads_are_set_and_runtimes_do_not_spin(exports) -> None:
     assert ov_extractor.backend.compiled.get_property("NUM_STREAMS") == 1
 
 
-def test_auto_runs_a_model_file_in_torch_and_an_onnx_file_in_the_fastest_fp32_cpu_runtime(exports) -> None:
+def test_auto_runs_model_files_and_onnx_files_in_the_fastest_fp32_cpu_runtime(
+    exports, tmp_path, monkeypatch
+) -> None:
     e = exports["gem"]
-    assert isinstance(build_extractor(e.model, device="cpu", warmup=False), DescriptorExtractor)
-    assert choose_runtime("vbl-model") == choose_runtime("torchscript") == "torch"
+    monkeypatch.setenv("VBL_CACHE_DIR", str(tmp_path / "cache"))
     expected = "onnxruntime" if "onnxruntime" in installed_runtimes() else "openvino"
+    assert choose_runtime("vbl-model") == choose_runtime("onnx") == expected
+    assert choose_runtime("torchscript") == "torch"
     assert build_extractor(e.onnx, device="cpu", threads=1, warmup=False).runtime == expected
+    # a model file is exported once into the cache; the next start loads the cached file
+    first = build_extractor(e.model, device="cpu", threads=1, warmup=False)
+    assert first.runtime == expected and first.fingerprint == e.fingerprint
+    (cached,) = (tmp_path / "cache" / "exports").glob("*.onnx")
+    stamp = cached.stat().st_mtime_ns
+    second = build_extractor(e.model, device="cpu", threads=1, warmup=False)
+    assert cached.stat().st_mtime_ns == stamp and second.fingerprint == e.fingerprint
+    images = street_frames(6)
+    reference = DescriptorExtractor(e.net, "cpu")(images)
+    assert (second(images) * reference).sum(1).min() >= PARITY_COSINE
+    # a cached file cut short is made again, not used
+    cached.write_bytes(cached.read_bytes()[:1000])
+    third = build_extractor(e.model, device="cpu", threads=1, warmup=False)
+    assert (third(images) * reference).sum(1).min() >= PARITY_COSINE
+
+
+def test_auto_runs_a_model_file_in_torch_without_an_onnx_runtime(exports, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without them looks like
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert choose_runtime("vbl-model") == "torch"
+    assert isinstance(build_extractor(exports["gem"].model, device="cpu", warmup=False), DescriptorExtractor)
 
 
 def test_a_runtime_that_is_not_installed_is_named_with_its_package(exports, monkeypatch) -> None:

@@ -20,7 +20,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
     return small_exports(tmp_path_factory)
 
 
-@pytest.mark.parametrize("arch", ["gem", "netvlad_pca"])
+@pytest.mark.parametrize("arch", ["gem", "netvlad_pca", "hallucination"])
 def test_torchscript_matches_eager_pytorch(exports, arch: str) -> None:
     e = exports[arch]
     images = street_frames(12, step_px=17)

@@ -401,6 +401,7 @@ def test_compressed_input_without_map_with_odometry(tmp_path: Path, scenes) -> N
         ("map:=/nonexistent/map", "parameter 'map'"),
         ("inference_threads:=0", "parameter 'inference_threads' must be >= 1"),
         ("image_qos:=sometimes", "parameter 'image_qos' is 'sometimes'"),
+        ("prior_mode:=smoothed", "prior_mode must be one of single, filtered"),
     ],
 )
 def test_invalid_parameter_refused_at_start(tmp_path: Path, override: str, expected: str) -> None:
@@ -419,7 +420,12 @@ def test_an_exported_model_runs_in_the_node_without_pytorch(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, map_dir: Path, scenes, runtime: str
 ) -> None:
     """The map built in PyTorch, the node running the same weights exported to ONNX in another
-    runtime (chosen by a parameter): it localizes over DDS, and PyTorch is never loaded."""
+    runtime (chosen by a parameter): it localizes over DDS, and PyTorch is never loaded.
+
+    The node runs with filtered priors (``prior_mode:=filtered``, confirmed after one frame, i.e.
+    two without odometry): the first frame is answered without a prior (the filter initializes),
+    a following one with the prior at the keyframe, and the diagnostics report the filter tracking.
+    """
     pytest.importorskip(runtime)
     from vbl_ros.export import export_model
 
@@ -428,15 +434,23 @@ def test_an_exported_model_runs_in_the_node_without_pytorch(
         export_model(None, onnx)
     args = ["--params-file", PARAMS_FILE, "-p", f"map:={map_dir}", "-p", f"model:={onnx}"]
     args += ["-p", f"runtime:={runtime}", "-p", "device:=cpu", "-r", "image:=/cam/image"]
+    args += ["-p", "prior_mode:=filtered", "-p", "filter_confirm_frames:=1"]
     session = _start(tmp_path, args, compressed=False)
     try:
-        stamp = 77 * NS
-        session.send(_raw_image(scenes[0], stamp), stamp)
-        prior = session.probe.find("pose_prior", stamp)
+        stamps = [77 * NS + k * NS // 5 for k in range(6)]  # 5 frames/s of the same place
+        prior = None
+        for stamp in stamps:
+            session.send(_raw_image(scenes[0], stamp), stamp)
+            prior = session.probe.find("pose_prior", stamp)
+            if prior is not None:
+                break
         assert prior is not None, session.process.output()[-3000:]
+        assert session.probe.find("pose_prior", stamps[0]) is None  # the filter was initializing
         position = prior[1].pose.pose.position
-        assert (position.x, position.y) == pytest.approx(KEYFRAME_POSITIONS[0][:2], abs=1.0)
-        assert session.diagnostics(lambda d: "runtime" in d)["runtime"] == runtime
+        assert (position.x, position.y) == pytest.approx(KEYFRAME_POSITIONS[0][:2], abs=3.0)
+        values = session.diagnostics(lambda d: d.get("filter_state") == "tracking")
+        assert values["runtime"] == runtime and values["prior_mode"] == "filtered"
+        assert 0 <= float(values["filter_spread_m"]) < 15.0
         maps = Path(f"/proc/{session.process.proc.pid}/maps").read_text()
         assert "libtorch" not in maps, "the node loaded PyTorch for an exported model"
     finally:

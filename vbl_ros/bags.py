@@ -5,12 +5,20 @@ origin of its frame, so drives recorded from different starting points can be co
 
 Everything streams through ``rosbags``' :class:`~rosbags.highlevel.AnyReader`; nothing loads the
 whole bag. Stamps are header stamps in nanoseconds.
+
+Damaged bags: an mcap file cut short (a recording stopped without closing it) is read up to the
+cut, with a warning saying how much; what cannot be read (a damaged sqlite3 file, an mcap cut inside
+its only chunk, a path that is not a bag) raises :class:`~vbl_ros.errors.BagError` naming the file
+and what to do.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import sqlite3
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from vbl_ros.errors import BadFrameError, MissingDataError, RobotCarFormatError
+from vbl_ros.errors import BadFrameError, BagError, MissingDataError, RobotCarFormatError
 from vbl_ros.geometry.trajectory import Trajectory
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.images import decode_compressed_image, decode_raw_image
@@ -30,6 +38,7 @@ __all__ = [
     "UTM_ORIGIN_TOPIC",
     "CameraFrame",
     "GpsTrack",
+    "check_bags",
     "open_reader",
     "read_camera_frames",
     "read_gps",
@@ -54,14 +63,186 @@ def _typestore() -> Any:
     return get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
 
 
-def open_reader(bag: Path | str) -> Any:
-    """An opened-on-enter ``AnyReader`` for ``bag`` (use as a context manager)."""
+@contextmanager
+def open_reader(bag: Path | str) -> Iterator[Any]:
+    """An opened ``AnyReader`` for ``bag`` (use as a context manager).
+
+    Raises:
+        MissingDataError: ``bag`` does not exist.
+        BagError: ``bag`` is not a bag, or its storage file is damaged or cut short beyond what
+            can be read (raised on opening, or while reading its messages inside the block). An mcap
+            file cut short after complete chunks is read up to the cut, with a warning.
+    """
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
     if not bag.exists():
         raise MissingDataError(f"{bag}: bag not found")
-    return AnyReader([bag], default_typestore=_typestore())
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        raise BagError(
+            f"{bag}: not a rosbag2 bag folder (no metadata.yaml); pass the folder that 'vbl convert' or "
+            "'ros2 bag record' wrote"
+        )
+    try:
+        reader = AnyReader([bag], default_typestore=_typestore())
+        for folder in _folder_readers(reader):  # this reader only: nothing global is patched
+            if "mcap" in getattr(folder, "STORAGE_PLUGINS", {}):
+                folder.STORAGE_PLUGINS = {**folder.STORAGE_PLUGINS, "mcap": _cut_mcap_reader()}
+        reader.open()
+    except (*_read_errors(), OSError) as err:
+        raise _bag_error(bag, err) from err
+    _warn_if_cut(bag, reader)
+    try:
+        yield reader
+    except _read_errors() as err:
+        raise _bag_error(bag, err) from err
+    finally:
+        reader.close()
+
+
+def check_bags(bags: Sequence[Path | str]) -> None:
+    """Open each bag and close it again: a missing, damaged or non-bag path is refused before the
+    long work starts (:class:`MissingDataError`, :class:`BagError`)."""
+    for bag in bags:
+        with open_reader(bag):
+            pass
+
+
+_warned_cut: set[tuple[str, int]] = set()
+
+
+def _folder_readers(reader: Any) -> list[Any]:
+    """The rosbag2 folder readers inside an ``AnyReader`` (rosbags: ``Reader.storage``)."""
+    return [
+        r.storage
+        for r in getattr(reader, "readers", ())
+        if hasattr(getattr(r, "storage", None), "STORAGE_PLUGINS")
+    ]
+
+
+def _warn_if_cut(bag: Path, reader: Any) -> None:
+    """Warn (once per file and process) that a cut-short mcap file is read only up to the cut."""
+    for folder in _folder_readers(reader):
+        for storage in getattr(folder, "storages", ()):
+            cut = getattr(storage, "cut", None)
+            if cut is None or (str(storage.path), cut[1]) in _warned_cut:
+                continue
+            _warned_cut.add((str(storage.path), cut[1]))
+            read, size = cut
+            stats = storage.statistics
+            logger.warning(
+                "%s: %s is cut short (an interrupted recording or copy: no mcap footer); reading the %d "
+                "messages (%.1f s of recording) in its first %d of %d bytes; what follows is lost",
+                bag,
+                Path(storage.path).name,
+                stats.message_count,
+                (stats.end_time - stats.start_time) / 1e9,
+                read,
+                size,
+            )
+
+
+def _cut_mcap_reader() -> type:
+    """rosbags' mcap storage reader that also reads a file cut short (no footer) up to the cut.
+
+    An mcap file is a sequence of records (opcode, length, body); a recording stopped without
+    closing the file lacks the summary and footer, and its last record may be incomplete. This reader
+    takes the complete records before the cut as an unindexed mcap file (which the format allows and
+    rosbags reads by scanning).
+    """
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.rosbag2.storage_mcap import McapReader
+
+    class CutMcapReader(McapReader):
+        cut: tuple[int, int] | None = None  # (bytes read, file size) when the file was cut short
+
+        def _open(self) -> None:
+            try:
+                super()._open()
+                return
+            except ReaderError as err:
+                if "end magic" not in f"{err}" and "footer" not in f"{err}".lower():
+                    raise
+            bio = self.bio
+            assert bio is not None
+            size = bio.seek(0, 2)
+            end = position = self.data_start
+            while position + 9 <= size:
+                bio.seek(position)
+                opcode = bio.read(1)[0]
+                length = int.from_bytes(bio.read(8), "little")
+                if opcode == 0x0F or position + 9 + length > size:  # data end, or the cut record
+                    break
+                position = end = position + 9 + length
+            self.schemas.clear()
+            self.channels.clear()
+            self.connections.clear()
+            self.chunks.clear()
+            self.data_end = end
+            self.meta_scan()
+            statistics = self.statistics
+            assert statistics is not None
+            if not statistics.message_count:
+                raise ReaderError("File end magic is invalid, and no complete message lies before the cut.")
+            counts = statistics.channel_message_counts
+            self.connections = [x._replace(msgcount=counts.get(x.id, 0)) for x in self.connections]
+            self.metadata = self.metadata._replace(
+                duration=statistics.end_time - statistics.start_time + 1,
+                start_time=statistics.start_time,
+                end_time=statistics.end_time + 1,
+                message_count=statistics.message_count,
+            )
+            self.cut = (end, size)
+
+    return CutMcapReader
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What rosbags and its storage back ends raise on a file that is not a bag or is damaged."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Rosbag1Error
+    from rosbags.rosbag2 import ReaderError as Rosbag2Error
+    from rosbags.serde import SerdeError
+
+    return (
+        AnyReaderError,
+        Rosbag1Error,
+        Rosbag2Error,
+        SerdeError,
+        sqlite3.DatabaseError,
+        struct.error,
+        EOFError,
+    )
+
+
+def _bag_error(bag: Path, err: BaseException) -> BagError:
+    """The named error for ``err``, raised by rosbags on ``bag``, with what to do about it."""
+    text = " ".join(f"{err}".split())
+    storage = (
+        sorted(str(p.name) for p in bag.glob("*") if p.suffix in (".db3", ".mcap")) if bag.is_dir() else []
+    )
+    where = f"{bag} ({', '.join(storage)})" if storage else f"{bag}"
+    name = storage[0].rsplit(".", 1)[0] if len(storage) == 1 else "FILE"
+    if "malformed" in text or "not a database" in text or isinstance(err, sqlite3.DatabaseError):
+        return BagError(
+            f"{where}: the sqlite3 storage file is damaged or cut short ({text}); a recording stopped "
+            "without closing it, or a copy that did not finish. Recover its readable rows with "
+            f"'sqlite3 {name}.db3 .recover | sqlite3 FIXED.db3', put FIXED.db3 in place of {name}.db3, and "
+            "run again; or use another copy of the bag"
+        )
+    if "magic" in text.lower() or "mcap" in text.lower() or isinstance(err, struct.error | EOFError):
+        return BagError(
+            f"{where}: the mcap storage file is damaged or cut short ({text}); a recording stopped "
+            "without closing it, or a copy that did not finish. Recover the readable part with the mcap "
+            f"CLI ('mcap recover {name}.mcap -o FIXED.mcap'), put FIXED.mcap in place of {name}.mcap, and "
+            "run again; or use another copy of the bag"
+        )
+    if "missing" in text:
+        return BagError(f"{where}: {text}; the bag folder is incomplete: copy the whole folder")
+    return BagError(
+        f"{where}: cannot read the bag ({text}); pass a rosbag2 bag folder (sqlite3 or mcap) as written "
+        "by 'vbl convert' or 'ros2 bag record'"
+    )
 
 
 def _stamp_ns(msg: Any) -> int:

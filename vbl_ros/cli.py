@@ -7,8 +7,12 @@ vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--s
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
-vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline] [--rate X] [--threshold M] QUERY_BAG...
+vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline [--use-odometry]] [--rate X] [--threshold M] QUERY_BAG...
 vbl evaluate --compare REPORT_DIR... --out DIR
+vbl repair-map MAP
+
+Every error a user can cause (a path, a file's content, a config value, a full disk, a permission,
+an interrupted earlier run) ends in a one-line message naming the error and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,15 +25,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vbl_ros.bags import check_bags
 from vbl_ros.config import load_yaml
-from vbl_ros.errors import VblError
+from vbl_ros.errors import OutputExistsError, VblError
 from vbl_ros.export.metadata import FILE_FORMATS
 from vbl_ros.export.runtimes import RUNTIMES
+from vbl_ros.files import check_output, output_error, tree_size
 from vbl_ros.mapping.indexes import INDEXES
 
 __all__ = ["main"]
 
 log = logging.getLogger("vbl")
+
+MIB = 2**20
 
 
 def _override(base: Any, **overrides: Any) -> Any:
@@ -47,6 +55,7 @@ def _simulate(args: argparse.Namespace) -> None:
 
     base = SimConfig.preset(args.preset) if args.config is None else load_yaml(SimConfig, args.config)
     config = _override(base, seed=args.seed, save_depth=args.save_depth or None)
+    check_output(args.out_dir, (16 if args.preset == "tiny" else 256) * MIB, "simulated traversals")
     for folder in simulate(args.out_dir, config):
         print(folder)
 
@@ -62,6 +71,9 @@ def _convert_robotcar(args: argparse.Namespace) -> None:
         cameras=tuple(args.cameras) if args.cameras else None,
         side_modality=False if args.no_side_modality else None,
     )
+    cameras = [args.traversal_dir / c for c in config.cameras]
+    raw = config.image_encoding != "compressed"
+    check_output(args.out_bag, (4 if raw else 1) * tree_size(cameras) + 16 * MIB, "bag")
     report = convert_robotcar_report(
         args.traversal_dir,
         args.out_bag,
@@ -83,6 +95,8 @@ def _init_model(args: argparse.Namespace) -> None:
         projection=args.projection,
         projection_dim=args.dim,
     )
+    check_bags([] if args.bag is None else [args.bag])
+    check_output(args.out, 64 * MIB, "model file")
     out = init_model(
         args.out,
         config,
@@ -104,6 +118,8 @@ def _build_map(args: argparse.Namespace) -> None:
     config = _config(MapConfig, args.config, spacing_m=args.spacing, runtime=args.runtime)
     if args.index is not None and args.index != config.index.kind:  # the same kind keeps the file's settings
         config = dataclasses.replace(config, index=index_config(args.index))
+    check_bags(args.bags)
+    check_output(args.out, MIB + tree_size(args.bags) // 50, "map")
     print(
         build_map(
             args.bags, args.out, model=args.model, config=config, overwrite=args.overwrite, add=args.add
@@ -114,6 +130,9 @@ def _build_map(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from vbl_ros.export import export_model, read_metadata
 
+    if args.out.exists() and not args.overwrite:  # before loading the model
+        raise OutputExistsError(f"{args.out}: exists; choose another --out, or --overwrite it")
+    check_output(args.out, 64 * MIB, "exported model")
     out = export_model(args.model, args.out, file_format=args.format, overwrite=args.overwrite)
     metadata = read_metadata(out)
     print(out)
@@ -138,6 +157,14 @@ def _train(args: argparse.Namespace) -> None:
             epochs=args.epochs,
             device=args.device,
         )
+    bags = (
+        [] if config is None else [Path(b) for b in (*config.train_bags, config.val_bag, config.map_bag) if b]
+    )
+    check_bags(bags)
+    target = (
+        args.out if args.resume is None else args.resume / "checkpoints" / "last.pt"
+    )  # resume writes inside
+    check_output(target, 256 * MIB + tree_size(bags) // 2, "training run")
     result = train(
         config,
         args.resume if args.resume is not None else args.out,
@@ -163,17 +190,20 @@ def _demo(args: argparse.Namespace) -> None:
     from vbl_ros.ros.demo import DemoConfig, run_demo
 
     config = _config(DemoConfig, args.config)
+    check_output(args.out, 512 * MIB, "demo folder")
     run_demo(args.out, config)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from vbl_ros.errors import ConfigError
     from vbl_ros.evaluation import load_report
+    from vbl_ros.mapping.store import KeyframeMap
     from vbl_ros.pipelines.evaluate import EvaluateConfig, compare_reports, evaluate
 
     if args.compare:
         if args.map is not None or args.bags:
             raise ConfigError("--compare takes report folders only: drop --map and the query bags")
+        check_output(args.out, MIB, "comparison")
         print(compare_reports(args.compare, args.out, overwrite=args.overwrite) / "compare.md")
         return
     if args.map is None or not args.bags:
@@ -188,6 +218,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         params_file=None if args.params is None else str(args.params),
         camera_topic=args.camera_topic,
+        use_odometry=args.use_odometry or None,
     )
     if config.offline and args.rate is not None:
         raise ConfigError("--rate sets the live replay's pace; --offline runs as fast as it goes: drop one")
@@ -198,7 +229,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     command = ["vbl evaluate", "--map", str(args.map), "--out", str(args.out)]
     command += [] if args.model is None else ["--model", str(args.model)]
     command += ["--offline"] if config.offline else ["--rate", f"{config.rate:g}"]
+    command += ["--use-odometry"] if config.use_odometry else []
     command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
+    check_bags(args.bags)
+    check_output(args.out, 16 * MIB, "report")
+    KeyframeMap.load(args.map)  # a missing or damaged map is refused before the model loads
     out = evaluate(
         args.map,
         args.bags,
@@ -212,6 +247,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     for name, query in {**report.queries, "all": report.all}.items():
         print(f"{name}: {query.summary()}")
     print(out / "report.md")
+
+
+def _repair_map(args: argparse.Namespace) -> None:
+    from vbl_ros.mapping.store import KeyframeMap, recover_map
+
+    done = recover_map(args.map)
+    kmap = KeyframeMap.load(args.map)
+    print(f"{args.map}: {'repaired' if done else 'nothing to repair'}; {kmap!r} loads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the core localizer in this process, as fast as it goes (default: the localize node over DDS)",
     )
+    evaluate.add_argument(
+        "--use-odometry",
+        action="store_true",
+        help="offline: give the localizer each bag's odometry with every frame (as the node's use_odometry)",
+    )
     evaluate.add_argument("--rate", type=float, help="live replay pace, times the bags' own (default 1)")
     evaluate.add_argument(
         "--threshold", type=float, metavar="M", help="success radius in metres (default 25)"
@@ -405,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="put these reports side by side in --out instead of evaluating",
     )
     evaluate.set_defaults(func=_evaluate)
+
+    repair = commands.add_parser(
+        "repair-map",
+        help="after a crash or kill during 'vbl build-map': put back the previous map, delete temporary "
+        "folders, check the map loads",
+    )
+    repair.add_argument("map", type=Path, help="the map folder (as given to --out)")
+    repair.set_defaults(func=_repair_map)
     return parser
 
 
@@ -416,7 +472,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except VblError as err:
-        log.error("%s", err)
+        log.error("%s: %s", type(err).__name__, err)
+        return 2
+    except Exception as err:  # a full disk or a permission while writing is the user's; the rest is a bug
+        out = next(
+            (getattr(args, a) for a in ("out", "out_bag", "out_dir", "resume") if getattr(args, a, None)),
+            None,
+        )
+        named = output_error(err, out)
+        if named is None:
+            raise
+        log.error("%s: %s", type(named).__name__, named)
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")

@@ -24,6 +24,8 @@ __all__ = [
     "ReportError",
     "ExportError",
     "RuntimeUnavailableError",
+    "BagError",
+    "OutputError",
 ]
 
 
@@ -91,3 +93,11 @@ class ExportError(VblError):
 
 class RuntimeUnavailableError(VblError):
     """An inference runtime is not installed, or cannot run on the requested device."""
+
+
+class BagError(VblError):
+    """A bag cannot be read: not a bag, or a damaged or truncated storage file."""
+
+
+class OutputError(VblError):
+    """An output cannot be written: no permission, a read-only file system, or no space left."""

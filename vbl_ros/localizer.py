@@ -14,6 +14,13 @@ covariance (x y z roll pitch yaw, row-major 6x6):
 - both multiplied by ``1 + 3 q^2``, ``q = (1 - score) / (1 - min_score)``: a prior at the threshold is
   trusted 4x less (in variance) than a perfect match.
 
+Filtered priors (``prior_mode: filtered``): the same ``4 * top_k`` matches feed a temporal
+particle filter over map places (:class:`~vbl_ros.tracking.PlaceFilter`), moved by the odometry
+pose given with each frame or, without it, by a bounded speed prior. A prior is published when the
+filter is ``tracking`` (its belief concentrated); its position and covariance are the belief's,
+its yaw the particles', roll and pitch the nearest matched keyframe's. The single-frame test's
+distinctiveness is still computed and reported. Results carry the filter's state and spread.
+
 Loop closure: the session's own keyframes (one each ``keyframe_interval_s``, or each
 ``keyframe_distance_m`` of odometry when odometry is given) are kept; only those older than
 ``loop_exclude_recent_s`` can be loop candidates. With ``loop_confirm_frames >= 2`` (the default) a
@@ -35,9 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from vbl_ros.errors import ConfigError
-from vbl_ros.geometry.rotations import quaternion_to_euler
+from vbl_ros.geometry.rotations import euler_to_rotation, quaternion_to_euler, rotation_to_quaternion
 from vbl_ros.mapping import Keyframe, KeyframeMap
-from vbl_ros.tracking.loops import LoopConfig, LoopDetector
+from vbl_ros.tracking import FilterConfig, FilterEstimate, LoopConfig, LoopDetector, PlaceFilter, ScoreModel
 
 __all__ = [
     "LocalizationResult",
@@ -54,6 +61,7 @@ _ROLL_PITCH_FLOOR_RAD = math.radians(5.0)
 _YAW_FLOOR_RAD = math.radians(10.0)
 _SEARCH_FACTOR = 4  # map neighbours retrieved per top_k, to find the best match outside the cluster
 _WEIGHT_TEMPERATURE = 0.02  # softmax temperature of the cluster weights (cosine similarity units)
+PRIOR_MODES = ("single", "filtered")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,23 @@ class LocalizerConfig:
         loop_odom_drift_m: with odometry, a loop candidate must lie within this distance of the
             current odometry position, plus loop_odom_drift_fraction of the distance travelled since.
         loop_odom_drift_fraction: odometry drift allowed per metre travelled (0.1 = 10 %).
+        prior_mode: single (each frame judged alone) or filtered (a temporal particle filter over
+            map places, moved by odometry when given, by a bounded speed prior otherwise).
+        filter_particles: filtered mode: particle count (the cost per frame does not grow with the map).
+        filter_radius_m: filtered mode: a prior is published when filter_min_mass of the belief lies
+            within this radius of the estimate.
+        filter_min_mass: filtered mode: belief share within filter_radius_m needed for a prior.
+        filter_confirm_frames: filtered mode: consecutive frames whose strong matches must support
+            the concentrated belief before the filter (re)starts publishing priors (twice as many
+            without odometry).
+        filter_max_frames_unsupported: filtered mode: frames without a strong match near the
+            estimate (moving on odometry or the speed prior alone) before the filter calls itself lost.
+        filter_max_speed_mps: filtered mode: largest speed of the motion prior used without odometry.
+        filter_odometry_noise: filtered mode: motion noise as a share of the odometry's distance and turn.
+        filter_evidence_weight: filtered mode: tempering (0..1] of each frame's calibrated evidence.
+        filter_covariance_floor_m: filtered mode: floor (std, metres) of the prior's position
+            covariance; 0 = half the map's keyframe spacing, at least 1 m.
+        filter_seed: filtered mode: random seed of the particles (same inputs, same outputs).
     """
 
     top_k: int = 5
@@ -96,8 +121,22 @@ class LocalizerConfig:
     loop_keep_score: float = 0.5
     loop_odom_drift_m: float = 10.0
     loop_odom_drift_fraction: float = 0.1
+    prior_mode: str = "single"
+    filter_particles: int = FilterConfig.particles
+    filter_radius_m: float = FilterConfig.radius_m
+    filter_min_mass: float = FilterConfig.min_mass
+    filter_confirm_frames: int = FilterConfig.confirm_frames
+    filter_max_frames_unsupported: int = FilterConfig.max_frames_unsupported
+    filter_max_speed_mps: float = FilterConfig.max_speed_mps
+    filter_odometry_noise: float = FilterConfig.odometry_noise
+    filter_evidence_weight: float = FilterConfig.evidence_weight
+    filter_covariance_floor_m: float = FilterConfig.covariance_floor_m
+    filter_seed: int = FilterConfig.seed
 
     def __post_init__(self) -> None:
+        if self.prior_mode not in PRIOR_MODES:
+            raise ConfigError(f"prior_mode must be one of {', '.join(PRIOR_MODES)}; got {self.prior_mode!r}")
+        self.filter_config()  # checks the filter's settings
         if self.top_k < 1 or self.max_loop_candidates < 0:
             raise ConfigError("top_k must be >= 1 and max_loop_candidates >= 0")
         if not -1.0 <= self.min_score < 1.0 or not -1.0 <= self.loop_min_score <= 1.0:
@@ -128,6 +167,25 @@ class LocalizerConfig:
             odom_drift_m=self.loop_odom_drift_m,
             odom_drift_fraction=self.loop_odom_drift_fraction,
         )
+
+    def filter_config(self) -> FilterConfig:
+        """The temporal filter's settings (the ``filter_*`` fields; the rest at their defaults)."""
+        try:
+            return FilterConfig(
+                particles=self.filter_particles,
+                radius_m=self.filter_radius_m,
+                min_mass=self.filter_min_mass,
+                keep_mass=min(FilterConfig.keep_mass, self.filter_min_mass),
+                confirm_frames=self.filter_confirm_frames,
+                max_frames_unsupported=self.filter_max_frames_unsupported,
+                max_speed_mps=self.filter_max_speed_mps,
+                odometry_noise=self.filter_odometry_noise,
+                evidence_weight=self.filter_evidence_weight,
+                covariance_floor_m=self.filter_covariance_floor_m,
+                seed=self.filter_seed,
+            )
+        except ConfigError as err:
+            raise ConfigError(f"filter_{err}") from None
 
 
 @dataclass(frozen=True)
@@ -171,6 +229,8 @@ class LocalizationResult:
 
     ``pose_prior`` is ``None`` when no prior is published; ``rejected_reason`` then says why.
     ``distinctiveness`` is the best score's margin over the best match outside the cluster.
+    ``filter_state`` (``initializing`` / ``tracking`` / ``lost``) and ``filter_spread_m`` (RMS
+    distance of the particles to their mean) are the temporal filter's, ``None`` / nan in single mode.
     ``descriptor_ms`` / ``search_ms`` are the localizer's own timings; ``None`` where they were not
     measured (a result rebuilt from the node's messages).
     """
@@ -183,6 +243,8 @@ class LocalizationResult:
     descriptor_ms: float | None
     search_ms: float | None
     distinctiveness: float = math.nan
+    filter_state: str | None = None
+    filter_spread_m: float = math.nan
 
 
 def _circular_variance(angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -312,6 +374,14 @@ class Localizer:
         faiss.omp_set_num_threads(1)
         if keyframe_map is not None:
             keyframe_map.prepare()  # index built now, not on the first frame
+        self.filter: PlaceFilter | None = None
+        if config.prior_mode == "filtered" and keyframe_map is not None and len(keyframe_map):
+            fcfg = config.filter_config()
+            score_model = ScoreModel.calibrate(keyframe_map.descriptors(), keyframe_map.positions(), fcfg)
+            yaws = quaternion_to_euler(keyframe_map.orientations())[:, 2]
+            self.filter = PlaceFilter(
+                keyframe_map.positions(), yaws, fcfg, score_model, position_floor_m=self.position_floor_m
+            )
         self._last_kf_stamp: int | None = None
         self._last_kf_position: np.ndarray | None = None
 
@@ -353,6 +423,7 @@ class Localizer:
         prior: PosePrior | None = None
         reason: str | None = None
         distinct = math.nan
+        estimate: FilterEstimate | None = None
         if self.map is None:
             reason = "no map: loop-closure candidates only"
         elif len(self.map) == 0:
@@ -366,6 +437,10 @@ class Localizer:
                 for r, (s, i) in enumerate(zip(scores[: cfg.top_k], ids[: cfg.top_k], strict=True))
             )
             prior, reason, distinct = self._prior(stamp_ns, scores, ids)
+            if self.filter is not None:
+                odometry = _planar_pose(odom_position, odom_orientation)
+                estimate = self.filter.update(stamp_ns, ids, scores, odometry)
+                prior, reason = self._filtered_prior(stamp_ns, estimate, scores, ids)
         loop = self._loop_candidates(desc, stamp_ns, odom_position)
         search_ms = (time.perf_counter() - t0) * 1e3
         self._maybe_add_session_keyframe(desc, stamp_ns, odom_position, odom_orientation)
@@ -378,11 +453,15 @@ class Localizer:
             descriptor_ms=float(descriptor_ms),
             search_ms=float(search_ms),
             distinctiveness=float(distinct),
+            filter_state=None if estimate is None else estimate.state,
+            filter_spread_m=math.nan if estimate is None else estimate.spread_m,
         )
 
     def reset_session(self) -> None:
-        """Forget this session's keyframes (e.g. when time jumps back)."""
+        """Forget this session's keyframes and the filter's belief (e.g. when time jumps back)."""
         self.session.reset()
+        if self.filter is not None:
+            self.filter.reset()
         if self.loop_detector is not None:
             self.loop_detector.reset()
         self._last_kf_stamp = None
@@ -443,6 +522,36 @@ class Localizer:
             keyframe_stamps_ns=tuple(int(s) for s in self.map.stamps_ns()[c_ids]),
         )
         return prior, None, distinct
+
+    def _filtered_prior(
+        self, stamp_ns: int, estimate: FilterEstimate, scores: np.ndarray, ids: np.ndarray
+    ) -> tuple[PosePrior | None, str | None]:
+        """The prior the filter's belief gives, or why there is none."""
+        assert self.map is not None and self.filter is not None
+        cfg = self.filter.config
+        if not estimate.confident or estimate.position is None:
+            return None, (
+                f"filter {estimate.state}: {100 * estimate.mass:.0f} % of the belief within "
+                f"{cfg.radius_m:g} m (min {100 * cfg.min_mass:.0f} %), spread {estimate.spread_m:.1f} m, "
+                f"{estimate.unsupported_frames} frames without a strong match near it"
+            )
+        kf = estimate.best_keyframe if estimate.best_keyframe >= 0 else int(ids[0])
+        roll, pitch, _ = quaternion_to_euler(self.map.orientations()[kf])
+        quat = rotation_to_quaternion(euler_to_rotation(float(roll), float(pitch), estimate.yaw_rad))
+        cov = np.zeros((6, 6))
+        cov[:2, :2] = np.asarray(estimate.covariance_xy).reshape(2, 2)
+        cov[2, 2] = self.filter.floor_m**2
+        cov[3, 3] = cov[4, 4] = _ROLL_PITCH_FLOOR_RAD**2
+        cov[5, 5] = estimate.yaw_variance + _YAW_FLOOR_RAD**2
+        prior = PosePrior(
+            stamp_ns=stamp_ns,
+            position=estimate.position,
+            orientation=tuple(float(v) for v in quat),  # type: ignore[arg-type]
+            covariance=tuple(float(v) for v in cov.reshape(-1)),
+            score=float(scores[0]),
+            keyframe_stamps_ns=(int(self.map.stamps_ns()[kf]),),
+        )
+        return prior, None
 
     def _loop_candidates(
         self, desc: np.ndarray, stamp_ns: int, odom_position: np.ndarray | None
@@ -524,3 +633,14 @@ class Localizer:
         self._last_kf_stamp = stamp_ns
         if position is not None:
             self._last_kf_position = position
+
+
+def _planar_pose(
+    position: np.ndarray | None, orientation: np.ndarray | None
+) -> tuple[float, float, float] | None:
+    """``(x, y, yaw)`` of an odometry pose, ``None`` when either part is missing."""
+    if position is None or orientation is None:
+        return None
+    p = np.asarray(position, dtype=np.float64).reshape(3)
+    yaw = float(quaternion_to_euler(np.asarray(orientation, dtype=np.float64).reshape(4))[2])
+    return float(p[0]), float(p[1]), yaw

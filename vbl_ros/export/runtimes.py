@@ -17,13 +17,18 @@ Runtimes (``runtime``):
 - ``openvino``: an ONNX export on the CPU; ``precision="bf16"`` on CPUs with bf16 instructions.
 - ``tensorrt``: an ONNX export through ONNX Runtime's TensorRT execution provider
   (``onnxruntime-gpu`` + ``tensorrt``), fp32 or ``precision="fp16"``.
-- ``auto``: the file's own kind decides, never a conversion: a vbl model file or TorchScript ->
-  ``torch``; an ONNX file -> on a GPU ``tensorrt``, else ``onnxruntime`` with CUDA; on the CPU
-  ``onnxruntime``, else ``openvino`` (benchmarks/README.md: in fp32, ONNX Runtime was faster than
-  OpenVINO in every run, on 1 and 2 threads, quiet or loaded, and holds 50 MiB less; OpenVINO is
-  the runtime for bf16).
+- ``auto``: the fastest runtime installed for the device, by a rule the benchmarks justify
+  (``benchmarks/README.md``, descriptor_runtimes.py: on one CPU thread, ONNX Runtime fp32 ran the
+  default model 2-4x faster than eager PyTorch with the same top-1 for every demo query, and was
+  ahead of OpenVINO fp32 on 2 threads; it holds 50 MiB less). On the CPU: ``onnxruntime``, else
+  ``openvino``, for an ONNX export *and* for a vbl model file, which is then exported to ONNX once
+  and kept in the export cache (:func:`export_cache_dir`, keyed by the file's SHA-256 or the default
+  model's fingerprint; a later start loads the cached file); a vbl model file runs in ``torch`` only
+  when no ONNX runtime is installed. A TorchScript export runs in ``torch``. On a GPU: a vbl model
+  file or TorchScript in ``torch`` (fp16), an ONNX file in ``tensorrt``, else ``onnxruntime`` (CUDA).
 
-An explicit ONNX runtime with a vbl model file exports it to a temporary ONNX file first (needs torch).
+An explicit ONNX runtime with a vbl model file uses the same cached export (the first time, it
+needs torch and takes a few seconds to ~30 s on a busy 2-core machine).
 
 Threads are always set: intra-op threads = ``threads`` (default: the CPUs this process may use),
 one inter-op thread, and no spin-waiting (ONNX Runtime ``session.intra_op.allow_spinning=0``;
@@ -33,6 +38,7 @@ cores to the robot's other processes.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -43,7 +49,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vbl_ros.errors import ConfigError, RuntimeUnavailableError
+from vbl_ros.errors import ConfigError, ModelError, RuntimeUnavailableError
 from vbl_ros.export.metadata import INPUT_NAME, OUTPUT_NAME, ExportMetadata, model_file_format, read_metadata
 from vbl_ros.images import resize_batch
 
@@ -57,6 +63,7 @@ __all__ = [
     "OpenVinoBackend",
     "build_extractor",
     "choose_runtime",
+    "export_cache_dir",
     "installed_runtimes",
     "resize_batch",
 ]
@@ -299,15 +306,19 @@ def _wants_cuda(device: str) -> bool:
 def choose_runtime(kind: str, device: str = "auto") -> str:
     """The runtime ``auto`` picks for a model file of ``kind`` (``vbl-model``, ``torchscript``, ``onnx``).
 
-    Never a conversion: a vbl model file or a TorchScript export runs in ``torch``; an ONNX export in
-    ``tensorrt`` > ``onnxruntime`` (CUDA) on a GPU, ``onnxruntime`` > ``openvino`` on the CPU.
+    On a GPU: a vbl model file or a TorchScript export in ``torch``; an ONNX export in ``tensorrt`` >
+    ``onnxruntime`` (CUDA). On the CPU: TorchScript in ``torch``; an ONNX export or a vbl model file
+    (exported once, cached) in ``onnxruntime`` > ``openvino``; a vbl model file in ``torch`` when
+    neither is installed.
 
     Raises:
         RuntimeUnavailableError: an ONNX file and no ONNX runtime installed for the device.
     """
-    if kind in ("vbl-model", "torchscript"):
+    if kind == "torchscript":
         return "torch"
     if _wants_cuda(device):
+        if kind == "vbl-model":
+            return "torch"
         providers = _ort_providers()
         if "TensorrtExecutionProvider" in providers:
             return "tensorrt"
@@ -319,9 +330,20 @@ def choose_runtime(kind: str, device: str = "auto") -> str:
     for runtime in ("onnxruntime", "openvino"):
         if importlib.util.find_spec(_MODULES[runtime]) is not None:
             return runtime
+    if kind == "vbl-model":
+        return "torch"
     raise RuntimeUnavailableError(
         "an ONNX model needs an ONNX runtime, and none is installed: pip install onnxruntime (or openvino)"
     )
+
+
+def export_cache_dir() -> Path:
+    """Where ONNX exports of vbl model files are kept between starts: ``$VBL_CACHE_DIR/exports``, else
+    ``$XDG_CACHE_HOME/vbl/exports``, else ``~/.cache/vbl/exports``. Deleting it is always safe."""
+    if os.environ.get("VBL_CACHE_DIR"):
+        return Path(os.environ["VBL_CACHE_DIR"]) / "exports"
+    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "vbl" / "exports"
 
 
 def _check_args(runtime: str, device: str, threads: int | None, precision: str | None) -> None:
@@ -403,8 +425,11 @@ def build_extractor(
             return _onnx_extractor(path, fallback, "cpu", threads, batch_size, precision, warmup)
 
     if kind == "vbl-model":
+        cached = _cached_export(model)
+        if cached is not None:
+            return onnx_extractor(cached)
         with tempfile.TemporaryDirectory(prefix="vbl-export-") as folder:
-            return onnx_extractor(_export_to_onnx(model, Path(folder) / "model.onnx"))
+            return onnx_extractor(_export_to_onnx(_load_net(model), Path(folder) / "model.onnx"))
     assert model is not None
     return onnx_extractor(Path(model))
 
@@ -443,14 +468,61 @@ def _onnx_extractor(
     return ExportedExtractor(backend, metadata, batch_size=batch_size, warmup=warmup)
 
 
-def _export_to_onnx(model: Path | str | None, out: Path) -> Path:
-    """Export a vbl model file (``None``: the default model) to ``out`` for an ONNX runtime (imports torch)."""
-    from vbl_ros.export.onnx import export_onnx
+def _load_net(model: Path | str | None):  # -> DescriptorNet (imports torch)
     from vbl_ros.model.io import default_model, load_model
 
-    logger.info("exporting %s to ONNX for the runtime (export it once with 'vbl export' to skip this)", model)
-    net = load_model(model) if model is not None else default_model()
-    return export_onnx(net, out)
+    return load_model(model) if model is not None else default_model()
+
+
+def _export_to_onnx(net, out: Path) -> Path:
+    """Export a loaded vbl model (a ``DescriptorNet``) to ``out`` for an ONNX runtime (imports torch)."""
+    from vbl_ros.export.onnx import export_onnx
+
+    return export_onnx(net, out, overwrite=True)
+
+
+def _cache_key(model: Path | str | None) -> tuple[str, Any]:
+    """``(key, net or None)``: a model file's SHA-256, or the default model's fingerprint (loads it)."""
+    if model is not None:
+        digest = hashlib.sha256()
+        with open(model, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:32], None
+    from vbl_ros.model.io import model_fingerprint
+
+    net = _load_net(None)
+    return "default-" + model_fingerprint(net)[:32], net
+
+
+def _cached_export(model: Path | str | None) -> Path | None:
+    """The cached ONNX export of ``model`` (made now if missing); ``None`` if the cache cannot be written.
+
+    A cached file that cannot be read (e.g. cut short by a full disk) is made again; the export is
+    written atomically, so two processes exporting at once both end with a whole file.
+    """
+    key, net = _cache_key(model)
+    path = export_cache_dir() / f"{key}.onnx"
+    if path.is_file():
+        try:
+            read_metadata(path)
+            logger.info("descriptor model: the cached ONNX export %s", path)
+            return path
+        except ModelError:
+            logger.warning("%s: the cached export cannot be read; exporting again", path)
+    logger.info(
+        "exporting %s to ONNX once for the runtime (cached in %s; later starts load it)",
+        model or "the default model",
+        path.parent,
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _export_to_onnx(net if net is not None else _load_net(model), path)
+    except OSError as err:
+        logger.warning(
+            "cannot cache the ONNX export in %s (%s); exporting to a temporary file", path.parent, err
+        )
+        return None
 
 
 def _torch_extractor(

@@ -7,6 +7,7 @@ as the extra file ``vbl_export.json``. In C++: ``torch::jit::load(path, device, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -63,7 +64,9 @@ def export_torchscript(net: DescriptorNet, out: Path | str, *, overwrite: bool =
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=FutureWarning)
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
+            buffer = io.BytesIO()  # torch's C++ writer aborts the process on a full disk: Python writes
+            torch.jit.save(traced, buffer, _extra_files=extra)
+        tmp.write_bytes(buffer.getbuffer())
 
     path = write_atomically(out, write, overwrite=overwrite)
     logger.info("exported %s (%.1f MB, TorchScript)", path, path.stat().st_size / 1e6)

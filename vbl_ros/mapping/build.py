@@ -14,7 +14,7 @@ from vbl_ros.errors import ConfigError, MapError, OutputExistsError
 from vbl_ros.export.runtimes import RUNTIMES, build_extractor
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import FlatIndexConfig, IndexConfig, index_config
-from vbl_ros.mapping.store import Keyframe, KeyframeMap
+from vbl_ros.mapping.store import Keyframe, KeyframeMap, recover_map
 
 if TYPE_CHECKING:
     from vbl_ros.export.runtimes import Extractor
@@ -40,8 +40,8 @@ class MapConfig:
         batch_size: images per descriptor batch.
         camera_topic: image topic; ``None`` = the contract's compressed centre camera, else raw.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        runtime: the descriptor runtime (:mod:`vbl_ros.export.runtimes`): ``auto`` (``torch`` for a
-            model file, the fastest installed ONNX runtime for an exported ``.onnx``), ``torch``,
+        runtime: the descriptor runtime (:mod:`vbl_ros.export.runtimes`): ``auto`` (on the CPU the
+            fastest installed ONNX runtime, for a model file through its cached ONNX export), ``torch``,
             ``onnxruntime``, ``openvino`` or ``tensorrt``. The map records the source model's
             fingerprint whatever the runtime, so the node may use another one.
         threads: intra-op threads of the runtime; ``None`` = every CPU this process may use
@@ -118,6 +118,7 @@ def build_map(
     config = config or MapConfig()
     bag_list = [Path(bags)] if isinstance(bags, str | Path) else [Path(b) for b in bags]
     out = Path(out)
+    recover_map(out)  # a map hidden by an interrupted replace is put back before out is checked
     if not bag_list:
         raise ConfigError("build_map needs at least one bag")
     if add and overwrite:

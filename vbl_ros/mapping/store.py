@@ -11,8 +11,8 @@ A map is a folder::
 Row ``i`` of the descriptors, keyframe id ``i`` and index id ``i`` are the same keyframe. The store
 knows indexes only through :class:`vbl_ros.mapping.indexes.Index`. :meth:`KeyframeMap.save` is
 atomic: the new map is written into a temporary sibling folder, fsynced, then swapped in; an
-existing map stays intact until the swap (and is recovered by :meth:`KeyframeMap.load` if a crash
-hits between the two renames).
+existing map stays intact until the swap, and a crash between the two renames is undone by
+:func:`recover_map`, which every reader calls (load, save, build_map, the node, ``vbl repair-map``).
 
 The manifest is version 1: ``index_type`` names the kind and ``index_params`` holds its settings
 as ``<kind>_<setting>`` (maps written before the typed index configs list every kind's settings
@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
-from vbl_ros.files import temp_dir
+from vbl_ros.files import output_error, recover_dir, replace_dir, temp_dir
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import INDEXES, IndexConfig, index_config, new_index
 
-__all__ = ["Keyframe", "KeyframeMap"]
+__all__ = ["Keyframe", "KeyframeMap", "recover_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -291,27 +291,28 @@ class KeyframeMap:
         The map is written into a temporary sibling folder and fsynced; then an existing map at
         ``path`` is renamed aside, the new one renamed in, and the old one deleted. A crash before
         the swap leaves the old map untouched; a crash between the two renames is repaired by
-        :meth:`load`.
+        :func:`recover_map`, which :meth:`load`, :meth:`save`, ``build_map``, the node and
+        ``vbl repair-map`` call.
+
+        Raises:
+            OutputExistsError: ``path`` exists and is not a map.
+            OutputError: the disk is full or the folder not writable (nothing half-written is left).
         """
         path = Path(path).absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
+        recover_map(path)
+        if path.exists() and not (path / _MANIFEST).is_file():
+            raise OutputExistsError(f"{path}: exists and is not a vbl map; not overwriting it")
         tmp = temp_dir(path)
         try:
             self._write_files(tmp)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            named = output_error(err, path) if isinstance(err, OSError) else None
+            if named is not None:
+                raise named from err
             raise
-        old: Path | None = None
-        if path.exists():
-            if not (path / _MANIFEST).is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise OutputExistsError(f"{path}: exists and is not a vbl map; not overwriting it")
-            old = path.parent / f".{path.name}.old-{os.getpid()}-{time.time_ns()}"
-            os.rename(path, old)
-        os.rename(tmp, path)
-        _fsync_file(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
         logger.info("saved %r to %s", self, path)
         return path
 
@@ -332,10 +333,12 @@ class KeyframeMap:
             ModelMismatchError: the map was built with another model.
         """
         path = Path(path).absolute()
-        _recover_interrupted_save(path)
+        recover_map(path)
         manifest_path = path / _MANIFEST
         if not manifest_path.is_file():
-            raise MapError(f"{path}: not a keyframe map (no {_MANIFEST}); build one with 'vbl build-map'")
+            if path.exists():
+                raise MapError(f"{path}: not a keyframe map (no {_MANIFEST}); build one with 'vbl build-map'")
+            raise MapError(f"{path}: map not found; build one with 'vbl build-map BAG --out {path}'")
         try:
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("format") != FORMAT:
@@ -411,12 +414,12 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _recover_interrupted_save(path: Path) -> None:
-    """If a save crashed between renaming the old map aside and the new one in, put the old one back."""
-    if path.exists() or not path.parent.is_dir():
-        return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
-    olds = [o for o in olds if (o / _MANIFEST).is_file()]
-    if olds:
-        logger.warning("%s: a save was interrupted; restoring the previous map from %s", path, olds[-1])
-        os.rename(olds[-1], path)
+def recover_map(path: Path | str) -> list[str]:
+    """Repair what an interrupted save of the map at ``path`` left behind; return what was done.
+
+    A save killed between its two renames leaves the previous map hidden beside ``path``
+    (``.NAME.old-*``): it is put back. Temporary folders of killed saves (``.NAME.tmp-*``, complete
+    or not) are deleted, never taken for a map. Safe to call any time: a save still running in
+    another process is left alone.
+    """
+    return recover_dir(path, _MANIFEST)

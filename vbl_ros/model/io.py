@@ -121,7 +121,12 @@ def load_model(path: Path | str) -> DescriptorNet:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types on a corrupt file
-        raise ModelError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from err
+        # torch's own text about weights_only would point the wrong way: a vbl model needs no pickles
+        first_line = "" if "weights_only" in f"{err}" else f": {' '.join(f'{err}'.split())[:200]}"
+        raise ModelError(
+            f"{path}: not a readable vbl model file ({type(err).__name__}{first_line}); the file is damaged "
+            "or of another kind: write it again with 'vbl init-model' or 'vbl train'"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not a vbl model file (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

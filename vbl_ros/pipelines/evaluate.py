@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from vbl_ros.bags import CAMERA_TOPICS, open_reader
+from vbl_ros.bags import CAMERA_TOPICS, open_reader, read_odometry
 from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError, MissingDataError, OutputExistsError
 from vbl_ros.evaluation import (
@@ -51,7 +50,7 @@ from vbl_ros.evaluation import (
     localize_bag,
     write_report,
 )
-from vbl_ros.files import temp_dir
+from vbl_ros.files import recover_dir, replace_dir, temp_dir
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
 
@@ -82,6 +81,9 @@ class EvaluateConfig:
         truth_max_gap_s: odometry gaps longer than this are not interpolated across; frames in
             them have no ground truth and are counted apart.
         node_start_timeout_s: how long the live node may take to load its model and map.
+        use_odometry: offline mode: give the localizer each bag's odometry pose with every frame
+            (session keyframes by distance, the filtered prior's motion step), as the node with
+            ``use_odometry: true``. Simulated odometry is exact; a robot's drifts.
         evaluation: what counts as right (success radius, recall@N, ...).
     """
 
@@ -92,6 +94,7 @@ class EvaluateConfig:
     camera_topic: str | None = None
     truth_max_gap_s: float = 1.0
     node_start_timeout_s: float = 120.0
+    use_odometry: bool = False
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
@@ -103,6 +106,11 @@ class EvaluateConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if not (math.isfinite(self.truth_max_gap_s) and self.truth_max_gap_s > 0):
             raise ConfigError(f"truth_max_gap_s must be > 0 s, got {self.truth_max_gap_s}")
+        if self.use_odometry and not self.offline:
+            raise ConfigError(
+                "use_odometry replays each bag's odometry into the core localizer: add offline "
+                "(--offline); the live replay sends the camera only"
+            )
         if not self.node_start_timeout_s > 0:
             raise ConfigError(f"node_start_timeout_s must be > 0 s, got {self.node_start_timeout_s}")
 
@@ -275,7 +283,10 @@ def _offline_replayer(
             return True
 
         localizer.reset_session()
-        results = localize_bag(localizer, query.bag, camera_topic=query.camera_topic, keep=keep)
+        odometry = read_odometry(query.bag) if config.use_odometry else None
+        results = localize_bag(
+            localizer, query.bag, camera_topic=query.camera_topic, keep=keep, odometry=odometry
+        )
         rejected = sum(r.rejected_reason is not None for r in results)
         frames = FrameCounts(len(seen), len(results), 0, rejected, bad=len(seen) - len(results))
         return _Replayed(results, [r.descriptor_ms + r.search_ms for r in results], frames)
@@ -370,6 +381,7 @@ def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     half-written one.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(out, marker)
     tmp = temp_dir(out)
     try:
         yield tmp
@@ -377,13 +389,7 @@ def _staging(out: Path, overwrite: bool, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
 
 
 def _meta(
@@ -401,6 +407,7 @@ def _meta(
 
     mode = (
         "offline: the core localizer frame by frame in one process, as fast as it goes"
+        + (", with each bag's odometry" if config.use_odometry else ", without odometry")
         if config.offline
         else f"live: the installed localize node over DDS, each bag replayed at {config.rate:g}x its recorded pace"
     )

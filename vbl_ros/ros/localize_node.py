@@ -14,7 +14,11 @@ The image callback only keeps the newest frame; one worker thread decodes, local
 publishes, so a slow network never makes a queue grow or blocks the executor (latest frame wins;
 overwritten frames are counted as dropped). Frames the middleware lost on the way (reported by
 DDS) are counted too, and when publishers exist but frames do not arrive, or arrive at a fraction
-of their rate, the log and ``/diagnostics`` say so with the QoS of both sides. The core's
+of their rate, the log and ``/diagnostics`` say so with the QoS of both sides. With
+``prior_mode:=filtered`` the priors come from the core's temporal filter and ``/diagnostics``
+reports its state (``initializing`` / ``tracking`` / ``lost``) and belief spread; without
+``use_odometry`` (or before the first odometry message) the filter moves on its bounded speed prior
+and asks for twice as many confirming frames before it publishes. The core's
 ``logging`` records go to this node's ROS logger (:mod:`vbl_ros.ros.log_bridge`).
 """
 
@@ -125,6 +129,8 @@ class _Stats:
         self.received_at_last_report = 0
         self.last_bad = ""
         self.last_rejected = ""
+        self.filter_state = "off"  # prior_mode single: no temporal filter
+        self.filter_spread_m = float("nan")
         self.last_received = 0.0
         self.bad_at_last_report = 0
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
@@ -299,9 +305,13 @@ class LocalizeNode(Node):
     def _work(self) -> None:
         # torch's intra-op thread count as this thread (where inference runs) sees it: the value
         # DescriptorExtractor set (OpenMP settings are per thread; other libraries may change the
-        # main thread's). Exported models run without torch, with the threads their runtime was given.
+        # main thread's). Other runtimes run with the threads they were given (torch may still be
+        # imported, e.g. to export a .pt model for ONNX Runtime, but does not run the network).
         torch = sys.modules.get("torch")
-        threads = torch.get_num_threads() if torch is not None else self._params.inference_threads
+        in_torch = getattr(self._localizer.extractor, "runtime", "torch") == "torch"
+        threads = (
+            torch.get_num_threads() if torch is not None and in_torch else self._params.inference_threads
+        )
         with self._lock:
             self._stats.inference_threads = threads
         while True:
@@ -369,6 +379,9 @@ class LocalizeNode(Node):
             if result.descriptor_ms is not None and result.search_ms is not None:
                 stats.descriptor_ms.append(result.descriptor_ms)
                 stats.search_ms.append(result.search_ms)
+            if result.filter_state is not None:
+                stats.filter_state = result.filter_state
+                stats.filter_spread_m = result.filter_spread_m
             if result.rejected_reason:
                 stats.rejected += 1
                 stats.last_rejected = str(result.rejected_reason)
@@ -401,6 +414,9 @@ class LocalizeNode(Node):
                 "search_p50_ms": _percentile(s.search_ms, 50),
                 "last_bad_frame": s.last_bad,
                 "last_rejected_reason": s.last_rejected,
+                "prior_mode": self._localizer.config.prior_mode,
+                "filter_state": s.filter_state,
+                "filter_spread_m": s.filter_spread_m,
                 "image_topic": self._image_topic,
                 "image_qos": f"{describe_qos(self._image_sub.qos_profile)} ({self._params.image_qos})",
                 "image_publishers": _describe_publishers(self._image_publishers),
@@ -500,7 +516,7 @@ def main(args: list[str] | None = None) -> int:
             try:
                 node = LocalizeNode()
             except VblError as err:
-                rclpy.logging.get_logger("localize").fatal(f"cannot start: {err}")
+                rclpy.logging.get_logger("localize").fatal(f"cannot start: {type(err).__name__}: {err}")
                 return 2
             except Exception:
                 if rclpy.ok():

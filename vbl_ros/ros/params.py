@@ -32,6 +32,7 @@ from rclpy.parameter import Parameter
 from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError
 from vbl_ros.export.runtimes import PRECISIONS, RUNTIMES
+from vbl_ros.files import recover_dir
 from vbl_ros.localizer import LocalizerConfig
 
 __all__ = [
@@ -76,9 +77,9 @@ class NodeParams:
             Runtime / OpenVINO intra-op threads without spin-waiting; not used on CUDA). 1 is the
             fastest on a computer that other processes share (measured in benchmarks/README.md);
             more only helps on cores reserved for this node.
-        runtime: Inference runtime: auto (a .pt model in PyTorch; an exported .onnx in ONNX Runtime,
-            else OpenVINO, on the CPU; TensorRT or ONNX Runtime CUDA on a GPU), torch, onnxruntime,
-            openvino or tensorrt (`vbl export` writes the .onnx).
+        runtime: Inference runtime: auto (on the CPU ONNX Runtime, else OpenVINO, for an .onnx and
+            for a .pt model, exported to ONNX once and cached; on a GPU a .pt in PyTorch, an .onnx in
+            TensorRT or ONNX Runtime CUDA), torch, onnxruntime, openvino or tensorrt.
         precision: Compute precision: empty = the runtime's default (fp32; fp16 for PyTorch on
             CUDA), fp32, bf16 (OpenVINO on CPUs with bf16) or fp16 (GPU).
     """
@@ -116,6 +117,8 @@ class NodeParams:
                 f"parameter 'model': file {self.model!r} not found; give a model file (`vbl init-model`), "
                 "or leave it empty for the packaged default model"
             )
+        if self.map:
+            recover_dir(Path(self.map).expanduser(), "manifest.json")  # undo an interrupted map replace
         if self.map and not Path(self.map).expanduser().exists():
             raise ConfigError(
                 f"parameter 'map': {self.map!r} not found; give a map written by `vbl build-map`, "

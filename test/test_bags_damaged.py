@@ -1,0 +1,94 @@
+"""Damaged bags: an mcap file cut short is read up to the cut with a warning; what cannot be read
+(a cut sqlite3 file, an mcap cut inside its only chunk, a folder or file that is not a bag) is a
+:class:`~vbl_ros.errors.BagError` that names the file and says what to do."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bag_fixtures import cut_copy, write_line_bag, write_mcap_copy
+
+from vbl_ros.bags import check_bags, read_camera_frames, read_odometry, read_utm_origin
+from vbl_ros.errors import BagError, MissingDataError
+from vbl_ros.mapping import KeyframeMap
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_line_bag(tmp_path_factory.mktemp("bags") / "line", length_m=40.0).path
+
+
+def test_an_mcap_cut_short_is_read_up_to_the_cut(line: Path, tmp_path: Path, caplog) -> None:
+    whole = write_mcap_copy(line, tmp_path / "whole", chunk_size=16 * 1024)
+    cut = cut_copy(whole, tmp_path / "cut")
+    full_track, full_frames = read_odometry(whole), list(read_camera_frames(whole))
+    with caplog.at_level(logging.WARNING, logger="vbl_ros.bags"):
+        track, frames = read_odometry(cut), list(read_camera_frames(cut))
+        assert read_utm_origin(cut) == read_utm_origin(whole)
+    # a prefix of the drive: the first poses and frames, exactly as in the whole bag
+    assert 0 < len(track) < len(full_track) and 0 < len(frames) < len(full_frames)
+    np.testing.assert_array_equal(track.stamps_ns, full_track.stamps_ns[: len(track)])
+    for frame, full in zip(frames, full_frames, strict=False):
+        assert frame.stamp_ns == full.stamp_ns and np.array_equal(frame.image_rgb, full.image_rgb)
+    warnings = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per file, not per read
+    assert "whole.mcap" in warnings[0] and "messages" in warnings[0] and "bytes" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda line, tmp: cut_copy(line, tmp / "db3_cut"), "sqlite3 storage file is damaged or cut short"),
+        (
+            lambda line, tmp: cut_copy(write_mcap_copy(line, tmp / "one_chunk"), tmp / "mcap_cut"),
+            "mcap storage file is damaged or cut short",
+        ),
+        (lambda line, tmp: _folder(tmp / "notes"), "not a rosbag2 bag folder"),
+        (lambda line, tmp: _file(tmp / "notes.txt"), "cannot read the bag"),
+    ],
+    ids=["sqlite3 cut", "mcap cut in its only chunk", "folder not a bag", "file not a bag"],
+)
+def test_what_cannot_be_read_is_a_bag_error(line: Path, tmp_path: Path, make, expected: str) -> None:
+    bag = make(line, tmp_path)
+    with pytest.raises(BagError, match=expected) as err:
+        read_odometry(bag)
+    assert str(bag) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(BagError):
+        check_bags([line, bag])  # the early check of the commands refuses it the same way
+
+
+def test_a_missing_bag_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(MissingDataError, match="bag not found"):
+        check_bags([tmp_path / "nowhere"])
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "notes.txt").write_text("not a bag\n")
+    return path
+
+
+def _file(path: Path) -> Path:
+    path.write_text("not a bag\n")
+    return path
+
+
+def test_build_map_reads_a_cut_mcap_up_to_the_cut(line: Path, tmp_path: Path) -> None:
+    """Every command gets it through bags.py: ``vbl build-map`` on an interrupted recording builds a
+    map of the part before the cut and says so."""
+    cut = cut_copy(write_mcap_copy(line, tmp_path / "whole", chunk_size=16 * 1024), tmp_path / "cut")
+    vbl = Path(sys.executable).with_name("vbl")
+    result = subprocess.run(
+        [str(vbl), "build-map", str(cut), "--out", str(tmp_path / "map")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cut short" in result.stderr and "Traceback" not in result.stderr
+    assert len(KeyframeMap.load(tmp_path / "map")) >= 2

@@ -1,0 +1,94 @@
+"""Settings of the temporal pose filter (:class:`~vbl_ros.tracking.filter.PlaceFilter`), validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vbl_ros.errors import ConfigError
+
+__all__ = ["FilterConfig"]
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """How the particle filter over map places moves, weighs, re-seeds and reports its belief.
+
+    Attributes:
+        particles: particle count (fixed: the cost per frame does not depend on the map's size).
+        radius_m: a prior is published when at least ``min_mass`` of the belief lies within this
+            many metres of the estimate.
+        min_mass: the belief's share within ``radius_m`` needed to start publishing priors (0.5 to 1).
+        keep_mass: the share needed to keep publishing once tracking (<= ``min_mass``: hysteresis).
+        confirm_frames: consecutive frames whose strong matches support the concentrated belief
+            before the filter (re)starts tracking, i.e. publishing priors (twice as many without
+            odometry).
+        max_frames_unsupported: frames the filter may run on motion alone (no strong retrieved
+            match near its estimate) before it calls itself lost and stops publishing.
+        max_speed_mps: without odometry, the largest speed the motion prior allows.
+        odometry_noise: with odometry, the standard deviation of each particle's motion as a share
+            of the distance travelled (and of the heading change).
+        heading_noise_deg_per_m: with odometry, heading noise per metre travelled (drift).
+        kernel_m: standard deviation of a retrieved match's position kernel.
+        kernel_yaw_deg: standard deviation of a match's heading kernel (a street driven the other
+            way is another place).
+        evidence_weight: tempering of each frame's calibrated log likelihood ratio (1 = trust it
+            fully; below 1 because consecutive frames' retrieval errors are correlated).
+        reset_min, reset_max: share of particles re-drawn around the current matches each frame;
+            ``reset_min`` while the belief explains the matches, up to ``reset_max`` when it does
+            not (augmented Monte Carlo localization: short- vs long-term average likelihood).
+        covariance_floor_m: floor (standard deviation, metres) of the prior's horizontal position
+            covariance; 0 = the localizer's floor (half the map's keyframe spacing, at least 1 m).
+        max_gap_s: a gap between frames longer than this (or time going back) restarts the filter.
+        calibration_samples: map keyframes queried against the map at start to calibrate the
+            score likelihood (see :class:`~vbl_ros.tracking.filter.ScoreModel`).
+        seed: random seed (the same inputs and seed give the same outputs).
+    """
+
+    particles: int = 500
+    radius_m: float = 15.0
+    min_mass: float = 0.8
+    keep_mass: float = 0.6
+    confirm_frames: int = 10
+    max_frames_unsupported: int = 6
+    max_speed_mps: float = 20.0
+    odometry_noise: float = 0.05
+    heading_noise_deg_per_m: float = 0.2
+    kernel_m: float = 3.0
+    kernel_yaw_deg: float = 30.0
+    evidence_weight: float = 1.0
+    reset_min: float = 0.02
+    reset_max: float = 0.5
+    covariance_floor_m: float = 0.0
+    max_gap_s: float = 5.0
+    calibration_samples: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.particles <= 100_000:
+            raise ConfigError(f"particles must be in [10, 100000], got {self.particles}; 500 is a good start")
+        if not 0.5 <= self.min_mass <= 1.0:
+            raise ConfigError(f"min_mass must be in [0.5, 1], got {self.min_mass}")
+        if not 0.5 <= self.keep_mass <= self.min_mass:
+            raise ConfigError(f"keep_mass must be in [0.5, min_mass={self.min_mass}], got {self.keep_mass}")
+        if self.confirm_frames < 1 or self.max_frames_unsupported < 0:
+            raise ConfigError(
+                f"confirm_frames must be >= 1 and max_frames_unsupported >= 0, got {self.confirm_frames} "
+                f"and {self.max_frames_unsupported}"
+            )
+        for name in ("radius_m", "max_speed_mps", "kernel_m", "kernel_yaw_deg", "max_gap_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        for name in ("odometry_noise", "heading_noise_deg_per_m", "covariance_floor_m"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if not 0 < self.evidence_weight <= 1:
+            raise ConfigError(f"evidence_weight must be in (0, 1], got {self.evidence_weight}")
+        if not 0 <= self.reset_min <= self.reset_max <= 1:
+            raise ConfigError(
+                f"need 0 <= reset_min <= reset_max <= 1, got reset_min {self.reset_min}, reset_max {self.reset_max}"
+            )
+        if self.calibration_samples < 0:
+            raise ConfigError(f"calibration_samples must be >= 0, got {self.calibration_samples}")

@@ -1,0 +1,494 @@
+"""The temporal pose filter: a particle filter over map places fed by each frame's retrieved matches.
+
+Design (Monte Carlo localization on a keyframe map, with sensor resetting):
+
+- **State**: a fixed number of particles ``(x, y, yaw)`` in the map's frame with weights. The count
+  does not depend on the map: the filter only ever looks at the frame's retrieved matches, so its cost
+  per frame is the same for 400 or 1M keyframes.
+- **Motion step**: with odometry, each particle moves by the odometry's body-frame displacement and
+  heading change since the previous frame, applied in the particle's own heading, with noise
+  proportional to the motion (``odometry_noise`` of the distance and of the turn, plus
+  ``heading_noise_deg_per_m`` of drift). Without odometry, a bounded speed prior: each particle also
+  carries a speed, drawn uniformly in ``[0, max_speed_mps]`` when it is (re)drawn and changing by a
+  random acceleration (2 m/s^2) each frame, clipped to that range; it moves along its heading, the
+  heading diffusing (10 deg per frame). Headings and speeds that agree with the sequence of matches
+  survive the measurement step: the filter learns the speed and direction from retrieval alone.
+- **Measurement step**: only the current frame's retrieved matches (the localizer's top
+  ``4 * top_k``). Each match ``j`` with score ``s_j`` is a kernel around its keyframe (position
+  ``kernel_m``, heading ``kernel_yaw_deg``) of height ``l_j = w (LLR(s_j) - LLR(s_min))``: the
+  calibrated log likelihood ratio of its score (:class:`ScoreModel`) above the frame's lowest
+  retrieved score (a keyframe that was not retrieved scored at most that), tempered by
+  ``evidence_weight`` ``w`` because consecutive frames' retrieval errors are correlated. A particle's
+  log likelihood is the largest kernel value at it (``max_j l_j k_j``; a max, not a sum, so that a
+  dense map's several keyframes of one place count once).
+- **Calibration** (:meth:`ScoreModel.calibrate`): at start, ``calibration_samples`` map keyframes are
+  scored against other map keyframes: the following keyframes of the same drive between
+  ``kernel_m`` and ``3 kernel_m`` away (closer ones are near-duplicates, not another visit) give the
+  "right place" scores, random keyframes farther than ``max(50 m, 3 radius_m)`` the "wrong place"
+  scores. Two Gaussians with a pooled standard deviation ``sigma`` give a log likelihood ratio linear
+  in the score, ``(mu_right - mu_wrong) / sigma^2 * (s - (mu_right + mu_wrong) / 2)``. The scale is
+  therefore the model's and the map's own, not a hand-set temperature. These are unconditional
+  score distributions on purpose: the likelihood of a frame at place ``x`` is the product over map
+  keyframes of ``p(s | right)`` near ``x`` and ``p(s | wrong)`` elsewhere, i.e. up to a constant the
+  ratio of the keyframes near ``x``; keyframes that were not retrieved scored at most ``s_min``. The
+  cost is a few thousand dot products, whatever the map's size. Two assumptions: the map's
+  keyframes are stored in drive order (``build_map`` does so), and the query's condition separates
+  right from wrong places about as well as the map's own images do (true for the demo's sunny and
+  snow drives against an overcast map; at night retrieval is weaker than calibrated, which the
+  confirmation below has to absorb). A map too small to calibrate gets a cautious fallback.
+- **Sensor resetting** (augmented MCL): after each frame's estimate a share of particles is
+  re-drawn around the current matches (a match chosen with probability ``~ exp(l_j)``), to be
+  judged by the following frames, not by the frame that placed them. The share is ``reset_min`` while
+  the belief explains the frame's evidence as well as it usually does and rises towards
+  ``reset_max`` as it explains it worse: ``1 - fast / slow``, the short- over the long-term average
+  of the support ``sum_p w_p exp(L_p - max_j l_j)`` (Thrun et al., Probabilistic Robotics 8.3.5); it
+  is ``reset_max`` when the filter has run too long without support. So a kidnapped robot
+  re-localizes from retrieval alone.
+- **Output**: the estimate is the weighted mean of the particles within ``radius_m`` of the densest
+  particle (two mean-shift steps); ``mass`` is the weight within ``radius_m`` of it, ``spread_m``
+  the RMS distance of all particles to their mean. The estimate is *supported* by a frame when one
+  of its matches is strong (at least half the frame's best ``l_j``) and its kernel at the estimate
+  keeps that share. The filter starts ``tracking`` (from ``initializing`` after a (re)start, or from
+  ``lost``) only when the belief is concentrated (mass >= ``min_mass``) and supported by
+  ``confirm_frames`` consecutive frames (twice as many without odometry, whose motion prior
+  constrains less; a third of that when the track was lost without its estimate jumping since, i.e.
+  it kept moving as the robot did): one strong wrong match, or a wrong place that looks right for a
+  few frames, cannot make it confident. It stays tracking while the belief stays concentrated (mass
+  >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the last
+  ``max_frames_unsupported`` frames (it bridges frames where retrieval fails, on odometry or the
+  speed prior), and is ``lost`` otherwise. A prior is offered only while tracking. An estimate that
+  moves farther than ``radius_m`` plus the motion allowed since the last frame (the belief's mass
+  went over to another place) is a new hypothesis: it is not published until it is confirmed the
+  same way. Position = estimate, covariance = the particles' spread within the radius plus a floor,
+  yaw = their circular mean.
+
+Everything random comes from one generator seeded by ``FilterConfig.seed`` (reset by :meth:`reset`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vbl_ros.tracking.config import FilterConfig
+
+__all__ = ["FilterEstimate", "PlaceFilter", "ScoreModel", "TRACKING_STATES"]
+
+logger = logging.getLogger(__name__)
+
+TRACKING_STATES = ("initializing", "tracking", "lost")
+_RESET_AVERAGE = 0.3  # short-term average of the belief's support (augmented MCL)
+_SUPPORT_SHARE = 0.5  # a match supports the estimate when its kernel there is >= this share of the best l_j
+_MIN_NOISE_M = 0.05  # odometry noise floor per frame (keeps the particles from collapsing)
+_MIN_NOISE_RAD = math.radians(0.3)
+_FREE_HEADING_NOISE_RAD = math.radians(10.0)  # heading diffusion per frame without odometry
+_SPEED_NOISE_MPS2 = 2.0  # without odometry, each particle's speed changes by ~N(0, 2 m/s^2 * dt)
+_MIN_CALIBRATION_PAIRS = 20
+_FALLBACK_SIGMA = 0.05  # score spread assumed by the uncalibrated model (log ratio slope <= 20)
+_MODE_CANDIDATES = 16  # heaviest particles tried as the belief's densest place
+_RIGHT_WINDOW = 32  # following keyframes looked at for right-place pairs
+_WRONG_DRAWS = 16  # random keyframes drawn per sample for wrong-place pairs
+_SLOW_AVERAGE = 0.02  # long-term average of the belief's support (augmented MCL)
+
+
+def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
+    return (np.asarray(angle) + math.pi) % (2 * math.pi) - math.pi
+
+
+@dataclass(frozen=True)
+class ScoreModel:
+    """Score -> log likelihood ratio (right place vs wrong place), calibrated from score statistics.
+
+    ``right_mean`` / ``wrong_mean``: mean retrieved score of right / wrong places; ``sigma`` their
+    pooled standard deviation; ``right_count`` / ``wrong_count``: how many scores they come from
+    (0 for the uncalibrated fallback).
+    """
+
+    right_mean: float
+    wrong_mean: float
+    sigma: float
+    right_count: int = 0
+    wrong_count: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.sigma > 0 and self.right_mean > self.wrong_mean):
+            raise ValueError(f"invalid score model {self}: need sigma > 0 and right_mean > wrong_mean")
+
+    def log_ratio(self, scores: np.ndarray) -> np.ndarray:
+        """``log p(s | right place) - log p(s | wrong place)`` of each score."""
+        slope = (self.right_mean - self.wrong_mean) / self.sigma**2
+        return slope * (np.asarray(scores, dtype=np.float64) - 0.5 * (self.right_mean + self.wrong_mean))
+
+    @classmethod
+    def fallback(cls, scores: np.ndarray | None = None) -> ScoreModel:
+        """A cautious uncalibrated model (a map too small to tell right from wrong places): places
+        score like the given scores, right ones one standard deviation (at least 0.05) more."""
+        s = np.asarray(scores if scores is not None else [], dtype=np.float64)
+        s = s[np.isfinite(s)]
+        mean = float(s.mean()) if len(s) else 0.5
+        sigma = max(float(s.std()) if len(s) > 1 else 0.0, _FALLBACK_SIGMA)
+        return cls(mean + sigma, mean, sigma)
+
+    @classmethod
+    def calibrate(cls, descriptors: np.ndarray, positions: np.ndarray, config: FilterConfig) -> ScoreModel:
+        """Calibrate on the map itself (see the module docstring); the cost does not grow with the map.
+
+        Args:
+            descriptors: ``(N, D)`` the map's unit-L2 descriptors (only sampled rows are read).
+            positions: ``(N, 3)`` the map's keyframe positions, in the order the map was driven.
+            config: ``calibration_samples``, ``kernel_m``, ``radius_m``, ``seed``.
+        """
+        n = len(positions)
+        if n < 2 or config.calibration_samples == 0:
+            logger.warning("score model not calibrated (map of %d keyframes): using a fallback", n)
+            return cls.fallback()
+        rng = np.random.default_rng([config.seed, 7])
+        sample = rng.choice(n, size=min(n, config.calibration_samples), replace=False)
+        # right places: the following keyframes of the same drive between kernel_m and 3 kernel_m away
+        offsets = np.arange(1, _RIGHT_WINDOW + 1)
+        later = np.minimum(sample[:, None] + offsets[None, :], n - 1)
+        dist = np.linalg.norm(positions[later, :2] - positions[sample, None, :2], axis=2)
+        near = (dist >= config.kernel_m) & (dist <= 3 * config.kernel_m)
+        qi, kj = np.nonzero(near)
+        right = np.einsum("ij,ij->i", descriptors[sample[qi]], descriptors[later[qi, kj]])
+        # wrong places: random keyframes farther than max(50 m, 3 radius_m)
+        others = rng.integers(0, n, size=(len(sample), _WRONG_DRAWS))
+        dist = np.linalg.norm(positions[others, :2] - positions[sample, None, :2], axis=2)
+        qi, kj = np.nonzero(dist > max(50.0, 3 * config.radius_m))
+        wrong = np.einsum("ij,ij->i", descriptors[sample[qi]], descriptors[others[qi, kj]])
+        if len(right) < _MIN_CALIBRATION_PAIRS or len(wrong) < _MIN_CALIBRATION_PAIRS:
+            logger.warning(
+                "score model: too few right (%d) or wrong (%d) place pairs in the map; using a fallback",
+                len(right),
+                len(wrong),
+            )
+            return cls.fallback(np.concatenate([right, wrong]))
+        r_mean, w_mean = float(right.mean()), float(wrong.mean())
+        sigma = math.sqrt((right.var() * len(right) + wrong.var() * len(wrong)) / (len(right) + len(wrong)))
+        if not (r_mean > w_mean and sigma > 0):
+            logger.warning("score model: right places do not score above wrong ones; using a fallback")
+            return cls.fallback(np.concatenate([right, wrong]))
+        model = cls(r_mean, w_mean, max(sigma, 1e-3), len(right), len(wrong))
+        logger.info(
+            "score model calibrated on %d keyframes: right %.3f, wrong %.3f, sigma %.3f (%d/%d pairs)",
+            len(sample),
+            r_mean,
+            w_mean,
+            sigma,
+            len(right),
+            len(wrong),
+        )
+        return model
+
+
+@dataclass(frozen=True)
+class FilterEstimate:
+    """The filter's belief after one frame.
+
+    Attributes:
+        state: ``initializing``, ``tracking`` or ``lost``.
+        position: the estimate (map frame, metres); ``None`` before the first match.
+        yaw_rad: its heading (circular mean of the particles near it).
+        covariance_xy: ``(2, 2)`` row-major position covariance (particles near it + floor), m^2.
+        yaw_variance: heading variance (rad^2).
+        mass: the belief's share within ``radius_m`` of the estimate.
+        spread_m: RMS distance of all particles to their mean.
+        unsupported_frames: frames since a strong match was near the estimate.
+        reset_share: share of particles re-drawn around the matches this frame.
+        best_keyframe: id of the retrieved keyframe nearest the estimate (-1: none).
+    """
+
+    state: str
+    position: tuple[float, float, float] | None
+    yaw_rad: float
+    covariance_xy: tuple[float, float, float, float]
+    yaw_variance: float
+    mass: float
+    spread_m: float
+    unsupported_frames: int
+    reset_share: float
+    best_keyframe: int
+
+    @property
+    def confident(self) -> bool:
+        """Whether a prior should be published: tracking, with a position."""
+        return self.state == "tracking" and self.position is not None
+
+
+class PlaceFilter:
+    """Particle filter over the places of a keyframe map (see the module docstring).
+
+    Args:
+        map_positions: ``(N, 3)`` keyframe positions in the map's frame.
+        map_yaws: ``(N,)`` keyframe headings (rad).
+        config: the filter's settings.
+        score_model: score -> log likelihood ratio (:meth:`ScoreModel.calibrate`).
+        position_floor_m: covariance floor (std, metres) when ``config.covariance_floor_m`` is 0.
+    """
+
+    def __init__(
+        self,
+        map_positions: np.ndarray,
+        map_yaws: np.ndarray,
+        config: FilterConfig,
+        score_model: ScoreModel,
+        *,
+        position_floor_m: float = 1.0,
+    ) -> None:
+        self.positions = np.asarray(map_positions, dtype=np.float64).reshape(-1, 3)
+        self.yaws = np.asarray(map_yaws, dtype=np.float64).reshape(-1)
+        if len(self.yaws) != len(self.positions):
+            raise ValueError(f"{len(self.positions)} keyframe positions but {len(self.yaws)} headings")
+        self.config = config
+        self.score_model = score_model
+        self.floor_m = config.covariance_floor_m or position_floor_m
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the belief (the next frame with matches starts it anew)."""
+        n = self.config.particles
+        self._rng = np.random.default_rng(self.config.seed)
+        self._xy = np.zeros((n, 2))
+        self._yaw = np.zeros(n)
+        self._speed = np.zeros(n)
+        self._w = np.full(n, 1.0 / n)
+        self._started = False
+        self._frames = 0
+        self._unsupported = 0
+        self._supported_run = 0
+        self._tracking = self._ever_tracked = self._same_track = False
+        self._last_centre: np.ndarray | None = None
+        self._moved_m = 0.0  # how far the motion step allowed the robot to move this frame
+        self._support_fast = self._support_slow = math.nan  # set by the first frame's support
+        self._last_stamp: int | None = None
+        self._last_odom: np.ndarray | None = None
+        self._z = 0.0
+
+    # ------------------------------------------------------------------ public
+    def update(
+        self,
+        stamp_ns: int,
+        match_ids: np.ndarray,
+        match_scores: np.ndarray,
+        odometry: tuple[float, float, float] | np.ndarray | None = None,
+    ) -> FilterEstimate:
+        """One frame: motion since the last frame, then the frame's retrieved matches.
+
+        Args:
+            stamp_ns: the frame's stamp.
+            match_ids: ``(K,)`` retrieved map keyframe ids, best first (may be empty).
+            match_scores: ``(K,)`` their scores.
+            odometry: the robot's odometry pose ``(x, y, yaw)`` at ``stamp_ns`` in any fixed frame
+                (only differences between frames are used), or ``None``.
+        """
+        cfg = self.config
+        stamp_ns = int(stamp_ns)
+        ids = np.asarray(match_ids, dtype=np.int64).reshape(-1)
+        scores = np.asarray(match_scores, dtype=np.float64).reshape(-1)
+        keep = (ids >= 0) & np.isfinite(scores)
+        ids, scores = ids[keep], scores[keep]
+        odom = None if odometry is None else np.asarray(odometry, dtype=np.float64).reshape(3)
+        if self._last_stamp is not None:
+            gap_s = (stamp_ns - self._last_stamp) * 1e-9
+            if not 0 < gap_s <= cfg.max_gap_s:
+                logger.info("frame gap of %.2f s: restarting the filter", gap_s)
+                self.reset()
+        dt = 0.0 if self._last_stamp is None else (stamp_ns - self._last_stamp) * 1e-9
+        self._last_stamp = stamp_ns
+
+        m_xy = self.positions[ids, :2]
+        m_yaw = self.yaws[ids]
+        if len(ids):
+            lr = self.score_model.log_ratio(scores)
+            evidence = cfg.evidence_weight * (lr - lr.min())
+        else:
+            evidence = np.zeros(0)
+
+        reset_share = 0.0
+        fresh = not self._started
+        if fresh:
+            if len(ids) == 0:
+                self._last_odom = odom
+                return self._empty_estimate()
+            self._draw_around_matches(np.arange(cfg.particles), m_xy, m_yaw, evidence)
+            self._w[:] = 1.0 / cfg.particles
+            self._started, self._frames, self._unsupported, self._supported_run = True, 0, 0, 0
+            self._support_fast = self._support_slow = math.nan
+            reset_share = 1.0
+        else:
+            self._move(odom, dt)
+        self._last_odom = odom
+        self._frames += 1
+
+        if len(ids):
+            log_l = self._log_likelihood(self._xy, self._yaw, m_xy, m_yaw, evidence)
+            best = float(evidence.max())
+            support = float(self._w @ np.exp(log_l - best))  # in (0, 1]: how well the belief explains it
+            if math.isnan(self._support_slow):
+                self._support_fast = self._support_slow = support
+            self._support_fast += _RESET_AVERAGE * (support - self._support_fast)
+            self._support_slow += _SLOW_AVERAGE * (support - self._support_slow)
+            w = self._w * np.exp(log_l - log_l.max())
+            self._w = w / w.sum()
+            if not fresh:
+                decline = max(0.0, 1.0 - self._support_fast / self._support_slow)
+                reset_share = cfg.reset_min + (cfg.reset_max - cfg.reset_min) * decline
+                if self._unsupported >= cfg.max_frames_unsupported:
+                    reset_share = cfg.reset_max
+
+        estimate = self._estimate(m_xy, m_yaw, ids, evidence, reset_share)
+        if 1.0 / float(self._w @ self._w) < 0.5 * cfg.particles:
+            self._resample()
+        # sensor resetting after the estimate: the new particles are judged by the next frames
+        count = 0 if fresh else round(reset_share * cfg.particles)
+        if count:
+            chosen = self._rng.choice(cfg.particles, size=count, replace=False)
+            self._draw_around_matches(chosen, m_xy, m_yaw, evidence)
+            self._w[chosen] = 1.0 / cfg.particles
+            self._w /= self._w.sum()
+        return estimate
+
+    # ------------------------------------------------------------------ steps
+    def _move(self, odom: np.ndarray | None, dt: float) -> None:
+        cfg, rng, n = self.config, self._rng, self.config.particles
+        if odom is not None and self._last_odom is not None:
+            prev = self._last_odom
+            c, s = math.cos(prev[2]), math.sin(prev[2])
+            dx, dy = odom[0] - prev[0], odom[1] - prev[1]
+            forward, left = c * dx + s * dy, -s * dx + c * dy
+            turn = float(_wrap(odom[2] - prev[2]))
+            dist = math.hypot(forward, left)
+            self._moved_m = dist
+            sd = cfg.odometry_noise * dist + _MIN_NOISE_M
+            f = forward + rng.normal(0.0, sd, n)
+            lft = left + rng.normal(0.0, sd, n)
+            sd_yaw = cfg.odometry_noise * abs(turn) + math.radians(cfg.heading_noise_deg_per_m) * dist
+            cy, sy = np.cos(self._yaw), np.sin(self._yaw)
+            self._xy[:, 0] += cy * f - sy * lft
+            self._xy[:, 1] += sy * f + cy * lft
+            self._yaw = _wrap(self._yaw + turn + rng.normal(0.0, sd_yaw + _MIN_NOISE_RAD, n))
+        else:
+            dt = max(dt, 0.0)
+            self._moved_m = cfg.max_speed_mps * dt
+            self._speed = np.clip(
+                self._speed + rng.normal(0.0, _SPEED_NOISE_MPS2 * dt, n), 0, cfg.max_speed_mps
+            )
+            self._yaw = _wrap(self._yaw + rng.normal(0.0, _FREE_HEADING_NOISE_RAD, n))
+            self._xy[:, 0] += self._speed * dt * np.cos(self._yaw)
+            self._xy[:, 1] += self._speed * dt * np.sin(self._yaw)
+
+    def _draw_around_matches(
+        self, which: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, evidence: np.ndarray
+    ) -> None:
+        cfg, rng = self.config, self._rng
+        p = np.exp(evidence - evidence.max())
+        j = rng.choice(len(p), size=len(which), p=p / p.sum())
+        self._xy[which] = m_xy[j] + rng.normal(0.0, cfg.kernel_m, (len(which), 2))
+        self._yaw[which] = _wrap(m_yaw[j] + rng.normal(0.0, math.radians(cfg.kernel_yaw_deg), len(which)))
+        self._speed[which] = rng.uniform(0.0, cfg.max_speed_mps, len(which))
+
+    def _log_likelihood(
+        self, xy: np.ndarray, yaw: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, evidence: np.ndarray
+    ) -> np.ndarray:
+        """``(P,)`` log likelihood ``max_j l_j k_j`` of particles ``xy`` ``(P, 2)``, ``yaw`` ``(P,)``."""
+        cfg = self.config
+        dx = xy[:, 0, None] - m_xy[None, :, 0]
+        dy = xy[:, 1, None] - m_xy[None, :, 1]
+        # cos(yaw - m_yaw) without a (P, K) cosine
+        cos_d = np.cos(yaw)[:, None] * np.cos(m_yaw)[None, :] + np.sin(yaw)[:, None] * np.sin(m_yaw)[None, :]
+        exponent = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) / math.radians(
+            cfg.kernel_yaw_deg
+        ) ** 2
+        return (np.exp(exponent) * evidence[None, :]).max(axis=1)
+
+    def _resample(self) -> None:
+        n = self.config.particles
+        positions = (self._rng.random() + np.arange(n)) / n
+        idx = np.minimum(np.searchsorted(np.cumsum(self._w), positions), n - 1)
+        self._xy, self._yaw, self._speed = (
+            self._xy[idx].copy(),
+            self._yaw[idx].copy(),
+            self._speed[idx].copy(),
+        )
+        self._w = np.full(n, 1.0 / n)
+
+    def _estimate(
+        self, m_xy: np.ndarray, m_yaw: np.ndarray, ids: np.ndarray, evidence: np.ndarray, reset_share: float
+    ) -> FilterEstimate:
+        cfg = self.config
+        xy, w, r2 = self._xy, self._w, cfg.radius_m**2
+        x, y = xy[:, 0], xy[:, 1]
+
+        def within(c: np.ndarray) -> np.ndarray:
+            return (x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2
+
+        # the densest place: among the heaviest particles, the one with most weight within the radius
+        top = np.argpartition(w, len(w) - _MODE_CANDIDATES)[-_MODE_CANDIDATES:]
+        near = (x[top, None] - x[None, :]) ** 2 + (y[top, None] - y[None, :]) ** 2 <= r2
+        centre = xy[top[int(np.argmax(near @ w))]]
+        for _ in range(2):
+            inside = within(centre)
+            centre = (w[inside] @ xy[inside]) / w[inside].sum()
+        inside = within(centre)
+        mass = float(w[inside].sum())
+        wi = w[inside] / w[inside].sum()
+        centred = xy[inside] - centre
+        cov = (wi[:, None] * centred).T @ centred + np.eye(2) * self.floor_m**2
+        resultant = wi @ np.exp(1j * self._yaw[inside])
+        yaw = float(np.angle(resultant))
+        yaw_var = float(-2.0 * math.log(min(1.0, max(abs(resultant), 1e-12))))
+        mean_all = w @ xy
+        spread = float(math.sqrt(w @ ((xy - mean_all) ** 2).sum(axis=1)))
+
+        best_kf = -1
+        if len(ids):
+            k = self._log_likelihood(centre[None, :], np.array([yaw]), m_xy, m_yaw, evidence)[0]
+            supported = evidence.max() > 0 and k >= _SUPPORT_SHARE * evidence.max()
+            d = np.linalg.norm(m_xy - centre, axis=1)
+            nearest = int(np.argmin(d))
+            if d[nearest] <= cfg.radius_m:
+                best_kf = int(ids[nearest])
+                self._z = float(self.positions[best_kf, 2])
+        else:
+            supported = False
+        # a belief that moved to another place than the motion allows is a new hypothesis: confirm it
+        if (
+            self._last_centre is not None
+            and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m
+        ):
+            self._tracking, self._supported_run, self._same_track = False, 0, False
+        self._last_centre = centre.copy()
+        self._unsupported = 0 if supported else self._unsupported + 1
+        self._supported_run = self._supported_run + 1 if supported else 0
+        if self._tracking:
+            self._tracking = mass >= cfg.keep_mass and self._unsupported <= cfg.max_frames_unsupported
+            self._same_track = True  # a loss now leaves the estimate where the track was
+        else:
+            # without odometry the motion model constrains less: twice the confirmation; a track
+            # lost without its estimate jumping since (it moved as the robot did) resumes after a third
+            confirm = cfg.confirm_frames * (1 if self._last_odom is not None else 2)
+            if self._same_track:
+                confirm = max(1, confirm // 3)
+            self._tracking = mass >= cfg.min_mass and self._supported_run >= confirm
+        if self._tracking:
+            self._ever_tracked = True
+        state = "tracking" if self._tracking else "lost" if self._ever_tracked else "initializing"
+        return FilterEstimate(
+            state=state,
+            position=(float(centre[0]), float(centre[1]), self._z),
+            yaw_rad=yaw,
+            covariance_xy=tuple(float(v) for v in cov.reshape(-1)),  # type: ignore[arg-type]
+            yaw_variance=yaw_var,
+            mass=mass,
+            spread_m=spread,
+            unsupported_frames=self._unsupported,
+            reset_share=float(reset_share),
+            best_keyframe=best_kf,
+        )
+
+    def _empty_estimate(self) -> FilterEstimate:
+        nan = math.nan
+        return FilterEstimate("initializing", None, nan, (nan,) * 4, nan, 0.0, nan, 0, 0.0, -1)
