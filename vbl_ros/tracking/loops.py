@@ -199,7 +199,10 @@ class LoopDetector:
         n = len(keyframe_stamps_ns)
         kd = np.asarray(keyframe_descriptors, np.float32)
         desc = np.asarray(descriptor, np.float32).reshape(-1)
-        current = kd @ desc  # (N,) this frame's scores: its statistics, its best keyframes
+        # (N,) this frame's scores: its statistics, its best keyframes. einsum runs on this thread:
+        # numpy's BLAS product spreads over threads from a few thousand rows and then waits for
+        # busy cores (6-8 ms instead of 0.2 ms at 3600 keyframes on the shared 2-core machine)
+        current = np.einsum("nd,d->n", kd, desc)
         enough = n >= cfg.min_keyframes
         mean, spread = (float(current.mean()), float(current.std()) + 1e-6) if enough else (math.nan, 1.0)
         self._frames.append(_Frame(stamp_ns, desc, mean, spread))
