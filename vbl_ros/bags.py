@@ -273,7 +273,7 @@ def _cut_sqlite3_reader() -> type:
         cut: tuple[int, int] | None = None  # (messages read, file size) when read up to the damage
         damage = ""  # what sqlite3 said about the damage
         _db: Any = None  # an apsw.Connection while reading past rosbags' reader
-        _rows: tuple[array, array, array] | None = None  # rowids, topic ids, stamps of intact rows
+        _rows: np.ndarray | None = None  # (3, N) int64: rowids, topic ids, stamps of the intact rows
 
         def open(self) -> None:
             size, page = Path(self.path).stat().st_size, _sqlite_page_size(Path(self.path))
@@ -341,9 +341,8 @@ def _cut_sqlite3_reader() -> type:
                     f"Cannot open database {self.path}: database disk image is malformed, and no intact "
                     "message lies before the damage"
                 )
-            counts: dict[int, int] = {}
-            for topic_id in topic_ids:
-                counts[topic_id] = counts.get(topic_id, 0) + 1
+            ids, counts = np.unique(np.frombuffer(topic_ids, dtype=np.int64), return_counts=True)
+            count = dict(zip(ids.tolist(), counts.tolist(), strict=True))
             self.connections = [
                 Connection(
                     int(cid),
@@ -351,7 +350,7 @@ def _cut_sqlite3_reader() -> type:
                     msgtype,
                     msgdefs.get(msgtype, MessageDefinition(MessageDefinitionFormat.NONE, "")),
                     digest or "",
-                    counts.get(int(cid), 0),
+                    count.get(int(cid), 0),
                     ConnectionExtRosbag2(serialization_format, parse_qos(qos or [])),
                     self,
                 )
@@ -359,7 +358,7 @@ def _cut_sqlite3_reader() -> type:
             ]
             start, end = min(stamps), max(stamps) + 1
             self.metadata = ReaderMetadata(end - start, start, end, len(rowids), None, None, None, None)
-            self._rows = (rowids, topic_ids, stamps)
+            self._rows = np.stack([np.frombuffer(x, dtype=np.int64) for x in (rowids, topic_ids, stamps)])
             self.cut = (len(rowids), Path(self.path).stat().st_size)
 
         def _msgdefs(self) -> dict[str, Any]:
@@ -398,20 +397,23 @@ def _cut_sqlite3_reader() -> type:
                 return
             assert self._rows is not None
             rowids, topic_ids, stamps = self._rows
-            ids = {c.id for c in connections}
-            lo, hi = -(2**63) if start is None else start, 2**63 if stop is None else stop
-            picked = [i for i in range(len(rowids)) if topic_ids[i] in ids and lo <= stamps[i] < hi]
-            picked.sort(key=lambda i: (stamps[i], rowids[i]))  # as the timestamp index orders them
+            keep = np.isin(topic_ids, [c.id for c in connections])
+            if start is not None:
+                keep &= stamps >= start
+            if stop is not None:
+                keep &= stamps < stop
+            picked = np.flatnonzero(keep)
+            picked = picked[np.lexsort((rowids[picked], stamps[picked]))]  # as the stamp index orders
             connmap = {c.id: c for c in self.connections}
-            for i in picked:
+            for rowid, topic_id, stamp in self._rows[:, picked].T.tolist():
                 try:
-                    row = self._db.execute(
-                        "SELECT data FROM messages WHERE rowid = ?", (rowids[i],)
+                    (data,) = self._db.execute(
+                        "SELECT data FROM messages WHERE rowid = ?", (rowid,)
                     ).fetchone()
                 except apsw.Error as err:
-                    logger.warning("%s: stopping at the damage (%s) at %d ns", self.path, err, stamps[i])
+                    logger.warning("%s: stopping at the damage (%s) at %d ns", self.path, err, stamp)
                     return
-                yield connmap[topic_ids[i]], stamps[i], row[0]
+                yield connmap[topic_id], stamp, data
 
     return CutSqlite3Reader
 
@@ -641,6 +643,8 @@ def read_utm_origin(bag: Path | str) -> UtmOrigin | None:
             frame = msg.header.frame_id
             zone = frame[len("utm_") :] if frame.startswith("utm_") else frame
             return UtmOrigin(float(msg.point.x), float(msg.point.y), float(msg.point.z), zone)
+    if not (bag / "metadata.yaml").is_file():  # an sqlite3 recording stopped before writing it
+        return None
     return utm_origin_from_metadata(bag)
 
 
