@@ -6,6 +6,7 @@ do."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +42,17 @@ def test_an_mcap_cut_short_is_read_up_to_the_cut(line: Path, tmp_path: Path, cap
     assert "whole.mcap" in warnings[0] and "messages" in warnings[0] and "bytes" in warnings[0]
 
 
-@pytest.mark.parametrize("fraction", [0.5, 0.9])
+@pytest.mark.parametrize(
+    ("fraction", "whole_pages"),
+    [(0.5, False), (0.9, False), (0.5, True)],
+    ids=["50 %", "90 %", "50 % at a page boundary"],
+)
 def test_an_sqlite3_bag_cut_short_is_read_up_to_the_cut(
-    line: Path, tmp_path: Path, caplog, fraction: float
+    line: Path, tmp_path: Path, caplog, fraction: float, whole_pages: bool
 ) -> None:
     cut = cut_copy(line, tmp_path / "cut", fraction)
+    if whole_pages:  # a disk that filled up: the file ends between two pages
+        os.truncate(cut / "line.db3", (cut / "line.db3").stat().st_size // 4096 * 4096)
     size = (cut / "line.db3").stat().st_size
     full_track, full_frames = read_odometry(line), list(read_camera_frames(line))
     with caplog.at_level(logging.WARNING, logger="vbl_ros.bags"):

@@ -8,7 +8,7 @@ whole bag. Stamps are header stamps in nanoseconds.
 
 Damaged bags: an mcap file cut short (a recording stopped without closing it) is read up to the
 cut, and an sqlite3 (``.db3``) file cut short or damaged is read up to the damage (its intact rows,
-straight from the file with :mod:`sqlite3`, read-only), each with a warning saying how much; a
+read-only, in stamp order), each with a warning saying how much; a
 ``.db3`` folder without ``metadata.yaml`` is read from its storage file. What cannot be read (an
 sqlite3 file cut inside its first pages, an mcap cut inside its only chunk, a path that is not a
 bag) raises :class:`~vbl_ros.errors.BagError` naming the file and what to do.
@@ -405,7 +405,8 @@ def _cut_sqlite3_reader() -> type:
             picked = np.flatnonzero(keep)
             picked = picked[np.lexsort((rowids[picked], stamps[picked]))]  # as the stamp index orders
             connmap = {c.id: c for c in self.connections}
-            for rowid, topic_id, stamp in self._rows[:, picked].T.tolist():
+            for i in picked:  # one row at a time: memory stays at the (3, N) table
+                rowid, topic_id, stamp = int(rowids[i]), int(topic_ids[i]), int(stamps[i])
                 try:
                     (data,) = self._db.execute(
                         "SELECT data FROM messages WHERE rowid = ?", (rowid,)
