@@ -35,7 +35,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults")
     write_line_bag(root / "line", length_m=40.0)
     write_mcap_copy(root / "line", root / "line_mcap")
-    cut_copy(root / "line", root / "line_db3_cut")
+    cut_copy(root / "line", root / "line_db3_cut", 0.02)  # cut inside its first pages: nothing readable
     cut_copy(root / "line_mcap", root / "line_mcap_cut")  # cut inside its only chunk: nothing readable
     (root / "not_a_bag").mkdir()
     (root / "not_a_bag" / "notes.txt").write_text("a folder of notes, not a bag\n")
