@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from rosbags.highlevel import AnyReader
 
+from vbl_ros.bags import open_reader
 from vbl_ros.errors import MissingDataError
 
 __all__ = ["message_class", "replay_bag"]
@@ -41,10 +41,7 @@ def replay_bag(
     ``rate`` scales the bag's pace (2.0 plays twice as fast; 0 plays as fast as possible).
     ``on_publish(topic, bag_time_ns)`` is called right after each message goes out. Returns the count.
     """
-    bag = Path(bag)
-    if not bag.exists():
-        raise MissingDataError(f"{bag}: bag not found")
-    with AnyReader([bag]) as reader:
+    with open_reader(bag) as reader:  # a cut-short bag plays up to the cut, a damaged one is a BagError
         connections = [c for c in reader.connections if c.topic in topics]
         missing = sorted(set(topics) - {c.topic for c in connections})
         if missing:
