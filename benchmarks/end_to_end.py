@@ -38,7 +38,7 @@ from vbl_ros.testing import synthetic_scene
 
 NAME = "end_to_end"
 RATE_HZ = 16.0  # RobotCar Bumblebee XB3
-TARGET_CPU_P95_MS = 50.0
+TARGET_CPU_P95_MS = 15.0  # issue 10 (was 50 ms before it)
 TARGET_GPU_P95_MS = 5.0
 N_KEYFRAMES = 40
 
@@ -98,7 +98,12 @@ def image_msg(rgb: np.ndarray, stamp_ns: int):
 
 
 def run(
-    device: str, seconds: float, log: logging.Logger, workdir: Path, size: tuple[int, int] | None = None
+    device: str,
+    seconds: float,
+    log: logging.Logger,
+    workdir: Path,
+    size: tuple[int, int] | None = None,
+    runtime: str = "auto",
 ) -> dict:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -123,6 +128,7 @@ def run(
             "map": str(map_path),
             "image_transport": "raw",
             "device": device,
+            "runtime": runtime,
             "diagnostics_period": 1.0,
         },
     )
@@ -190,6 +196,7 @@ def run(
     stats = percentiles_ms(latencies) if latencies else {}
     return {
         "device": device,
+        "runtime": f"{runtime} ({diagnostics.get('runtime', '?')})",
         "image": f"{w}x{h} rgb8 raw Image",
         "rate_hz": RATE_HZ,
         "frames": n_frames,
@@ -228,6 +235,8 @@ def main(
     seconds: float = 30.0,
     size: tuple[int, int] | None = None,
     out: Path | None = None,
+    runtimes: tuple[str, ...] = ("auto",),
+    rounds: int = 1,
 ) -> Path:
     """Run the benchmark; write and return the JSON results path."""
     import torch
@@ -242,14 +251,21 @@ def main(
     info["torch"] = torch.__version__
     info["cuda_available"] = cuda
     t_start = time.perf_counter()
+    rows = []
     with tempfile.TemporaryDirectory(prefix="vbl-bench-e2e-") as tmp:
-        row = run(device, 5.0 if quick else seconds, log, Path(tmp), size)
+        for r in range(rounds):  # runtimes alternate, so that a change of load hits each alike
+            for runtime in runtimes:
+                workdir = Path(tmp) / f"{runtime}-{r}"
+                workdir.mkdir()
+                rows.append(run(device, 5.0 if quick else seconds, log, workdir, size, runtime))
+    row = rows[0]
     target = TARGET_GPU_P95_MS if device == "cuda" else TARGET_CPU_P95_MS
     met = bool(row.get("p95_ms", float("inf")) <= target)
     print(
         table(
-            [row],
+            rows,
             [
+                "runtime",
                 "device",
                 "image",
                 "frames",
@@ -265,16 +281,23 @@ def main(
     )
     print(
         table(
-            [row],
-            ["node_latency_p50_ms", "node_latency_p95_ms", "node_descriptor_p50_ms", "node_search_p50_ms"],
+            rows,
+            [
+                "runtime",
+                "node_latency_p50_ms",
+                "node_latency_p95_ms",
+                "node_descriptor_p50_ms",
+                "node_search_p50_ms",
+            ],
         )
     )
-    print(f"target ({device}: p95 <= {target} ms): {met}")
+    print(f"target ({device}: p95 <= {target} ms) with the first runtime ({runtimes[0]}): {met}")
     payload = {
         "benchmark": NAME,
         "command": " ".join(["benchmarks/end_to_end.py", *sys.argv[1:]]),
         "machine": info,
         "result": row,
+        "rows": rows,
         "target": {"device": device, "p95_ms": target, "met": met},
         "load_average_at_end": load_average(),
         "wall_s": time.perf_counter() - t_start,
@@ -289,7 +312,19 @@ if __name__ == "__main__":
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seconds", type=float, default=30.0, help="seconds of frames at 16 Hz")
     p.add_argument("--size", default="", help="publish the frames at WxH (e.g. 1920x1080)")
+    p.add_argument(
+        "--runtimes", default="auto", help="node runtimes to compare, e.g. auto,torch (alternating)"
+    )
+    p.add_argument("--rounds", type=int, default=1, help="rounds over --runtimes (default 1)")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     frame_size = tuple(int(v) for v in a.size.lower().split("x")) if a.size else None
-    print(f"results: {main(quick=a.quick, device=a.device, seconds=a.seconds, size=frame_size)}")
+    path = main(
+        quick=a.quick,
+        device=a.device,
+        seconds=a.seconds,
+        size=frame_size,
+        runtimes=tuple(a.runtimes.split(",")),
+        rounds=a.rounds,
+    )
+    print(f"results: {path}")
