@@ -1,0 +1,206 @@
+"""Issue 9 §6: which model should users without their own training get? Pretrained GeM vs map-adapted NetVLAD, 224 vs 320.
+
+Candidates (the backbones available offline through ``vbl_ros/model/backbones.py``: EfficientNet-Lite0
+with the weights its package ships): the pretrained default (EfficientNet-Lite0 + GeM), NetVLAD with
+64 clusters fitted by k-means on the MAP drive's own frames (no training, no query image; what
+``vbl build-map --adapt`` does), and the same with a whitened PCA projection fitted on the map
+frames; each at 224x224 and 320x320 input. Scored by THE evaluation routine
+(:func:`vbl_ros.evaluation.evaluate_retrieval`: recall@1/5 within 25 m, exact search, positions in
+the map drive's frame) on simulated drives no candidate was fitted on: night and snow queries
+against an overcast map drive, in the two towns of ``training_experiment.py`` (160x120 images) and
+in a third town rendered at 640x480 (``--town-c``). Cost: descriptor time on this CPU (one
+640x480 frame, batch 1, 1 thread, eager PyTorch, median), dimension and map bytes per keyframe.
+
+    .venv/bin/python benchmarks/default_model.py      # reuses /tmp/vbl_training_experiment/full; ~15 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_average, machine, table, write_results
+
+from vbl_ros.evaluation import evaluate_retrieval
+from vbl_ros.model import DescriptorExtractor, DescriptorNet, ModelConfig
+from vbl_ros.model.init import initialize_model
+from vbl_ros.model.transforms import InputTransform
+from vbl_ros.training.dataset import FrameDataset, describe
+from vbl_ros.training.frames import FrameSet, cache_drive, frame_set
+
+SPACING_M = 3.0
+TOWN_C = ("overcast", "night", "snow")
+
+log = logging.getLogger("default_model")
+
+
+def candidates(pca_dim: int) -> list[tuple[str, ModelConfig]]:
+    """``(name, architecture)`` of every candidate."""
+    out = [
+        (
+            "NetVLAD-16 adapted 224",
+            ModelConfig(aggregation="netvlad", netvlad_clusters=16),
+        )
+    ]
+    for size in (224, 320):
+        base = ModelConfig(input_height=size, input_width=size)
+        netvlad = dataclasses.replace(base, aggregation="netvlad", netvlad_clusters=64)
+        out += [
+            (f"GeM {size}", base),
+            (f"NetVLAD-64 adapted {size}", netvlad),
+            (
+                f"NetVLAD-64 + PCA-{pca_dim} adapted {size}",
+                dataclasses.replace(netvlad, projection="pca", projection_dim=pca_dim),
+            ),
+        ]
+    return out
+
+
+def render_town_c(root: Path, seed: int, route_m: float, width: int, height: int) -> list[Path]:
+    """A third town at a larger image size: overcast map drive, night and snow queries (no depth maps)."""
+    from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
+    from vbl_ros.sim.simulate import SimConfig, simulate
+
+    bags = [root / f"{i}_{c}" for i, c in enumerate(TOWN_C)]
+    if all((b / "metadata.yaml").is_file() for b in bags):
+        return bags
+    config = dataclasses.replace(
+        SimConfig.preset("tiny"), seed=seed, conditions=TOWN_C, route_length_m=route_m,
+        block_m=(50.0, 80.0), lms_hz=10.0, width=width, height=height,
+    )  # fmt: skip
+    traversals = simulate(root / "sim", config)
+    sdk = root / "sim" / "sdk"
+    for traversal, bag in zip(traversals, bags, strict=True):
+        convert_robotcar(traversal, bag, extrinsics_dir=sdk / "extrinsics", models_dir=sdk / "models",
+                         config=ConvertConfig(lidar_points=False, side_modality=False))  # fmt: skip
+    return bags
+
+
+def fit(config: ModelConfig, refs: FrameSet) -> DescriptorNet:
+    """The candidate: pretrained, or NetVLAD (+ PCA) fitted on the map drive's frames ``refs``."""
+    if config.aggregation == "gem":
+        return DescriptorNet(config).eval()
+    return initialize_model(
+        config, images=refs.images(np.arange(len(refs))), max_images=len(refs), device="cpu"
+    )
+
+
+def score(
+    config: ModelConfig, towns: dict[str, tuple[Path, dict[str, Path]]], cache_dir: Path
+) -> tuple[dict[str, dict[str, float]], dict[str, DescriptorNet]]:
+    """R@1 and R@5 within 25 m of each query drive against its town's map drive (the model fitted
+    on each town's map drive, as ``build-map --adapt`` does); the fitted models."""
+    transform = InputTransform.from_config(config)
+    kw = {"batch_size": 32, "device": torch.device("cpu")}
+    out, nets = {}, {}
+    for town, (map_bag, queries) in towns.items():
+        ref = cache_drive(map_bag, transform, cache_dir, spacing_m=SPACING_M)
+        refs = frame_set([ref], ref)
+        net = nets[town] = fit(config, refs)
+        with torch.inference_mode():
+            map_desc = describe(net, FrameDataset(refs, transform), np.arange(len(refs)), **kw)
+            for condition, bag in queries.items():
+                q = frame_set([cache_drive(bag, transform, cache_dir, spacing_m=SPACING_M)], ref)
+                q_desc = describe(net, FrameDataset(q, transform), np.arange(len(q)), **kw)
+                report = evaluate_retrieval(
+                    q_desc, q.positions, map_desc, refs.positions, ks=(1, 5), threshold_m=25.0
+                )
+                out[f"{town} {condition}"] = {
+                    "R@1": report.recalls[1],
+                    "R@5": report.recalls[5],
+                    "queries": report.num_queries,
+                    "map_frames": len(refs),
+                }
+    return out, nets
+
+
+def descriptor_ms(net: DescriptorNet, repeats: int) -> float:
+    """Median ms of one 640x480 frame -> descriptor (resize included), batch 1, 1 thread."""
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    extractor = DescriptorExtractor(net, "cpu", batch_size=1, num_threads=1)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        extractor([image])
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/vbl_training_experiment/full"),
+                        help="town_a and town_b of training_experiment.py")  # fmt: skip
+    parser.add_argument("--work", type=Path, default=Path("/tmp/vbl_default_model"), help="town C, caches")
+    parser.add_argument("--town-c", action=argparse.BooleanOptionalAction, default=True,
+                        help="render and score a third town at 640x480")  # fmt: skip
+    parser.add_argument("--route-m", type=float, default=600.0, help="town C's route (~200 map frames)")
+    parser.add_argument(
+        "--pca-dim", type=int, default=64, help="PCA dimension (the map drives have ~100 frames)"
+    )
+    parser.add_argument("--repeats", type=int, default=30, help="timed descriptors per candidate")
+    parser.add_argument("--models", default="", help="comma-separated candidate names (default: all)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("vbl_ros.robotcar", "vbl_ros.sim", "faiss", "vbl_ros.evaluation", "vbl_ros.training"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    towns = {
+        "A": (args.data / "town_a/0_overcast", {c: args.data / f"town_a/{i}_{c}" for i, c in ((6, "night"), (7, "snow"))}),
+        "B": (args.data / "town_b/0_overcast", {c: args.data / f"town_b/{i}_{c}" for i, c in ((1, "night"), (2, "snow"))}),
+    }  # fmt: skip
+    render_s = 0.0
+    if args.town_c:
+        bags = render_town_c(args.work / "town_c", 13, args.route_m, 640, 480)
+        render_s = time.perf_counter() - t0
+        towns["C 640x480"] = (bags[0], {"night": bags[1], "snow": bags[2]})
+    wanted = set(filter(None, args.models.split(",")))
+    rows = []
+    for name, config in candidates(args.pca_dim):
+        if wanted and name not in wanted:
+            continue
+        t = time.perf_counter()
+        figures, nets = score(config, towns, args.work / "frame_cache")
+        net = next(iter(nets.values()))
+        ms = descriptor_ms(net, args.repeats)
+        row: dict[str, object] = {
+            "model": name,
+            "dim": net.dim,
+            "bytes/kf": 4 * net.dim,
+            "ms": round(ms, 1),
+        }
+        for key, value in figures.items():
+            row[f"{key} R@1"] = round(100 * value["R@1"], 1)
+            row[f"{key} R@5"] = round(100 * value["R@5"], 1)
+        r1 = [v["R@1"] for v in figures.values()]
+        row["mean R@1"] = round(100 * float(np.mean(r1)), 1)
+        row["mean R@5"] = round(100 * float(np.mean([v["R@5"] for v in figures.values()])), 1)
+        row["queries"] = {k: v["queries"] for k, v in figures.items()}
+        row["map_frames"] = {k.split(" ")[0]: v["map_frames"] for k, v in figures.items()}
+        row["load_average"] = load_average()
+        row["s"] = round(time.perf_counter() - t, 1)
+        rows.append(row)
+        log.info("%s: %s", name, row)
+    columns = ["model", "dim", "bytes/kf", "ms"] + [c for c in rows[0] if c.endswith(("R@1", "R@5"))]
+    print(table(rows, columns))
+    payload = {
+        "machine": machine(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "render_town_c_s": round(render_s, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+        "rows": rows,
+    }
+    print(write_results("default_model", payload))
+
+
+if __name__ == "__main__":
+    main()
