@@ -123,16 +123,26 @@ def score(
     return out, nets
 
 
-def descriptor_ms(net: DescriptorNet, repeats: int) -> float:
-    """Median ms of one 640x480 frame -> descriptor (resize included), batch 1, 1 thread."""
+def descriptor_ms(configs: dict[str, ModelConfig], rounds: int, repeats: int) -> dict[str, float]:
+    """Median ms of one 640x480 frame -> descriptor (resize included), batch 1, 1 thread, per candidate.
+
+    The candidates are timed in interleaved rounds (``repeats`` calls each per round), so that the
+    load of the shared machine falls on all of them alike. The weights do not change the time: the
+    networks are built unfitted.
+    """
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    extractor = DescriptorExtractor(net, "cpu", batch_size=1, num_threads=1)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        extractor([image])
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    extractors = {
+        name: DescriptorExtractor(DescriptorNet(config).eval(), "cpu", batch_size=1, num_threads=1)
+        for name, config in configs.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, extractor in extractors.items():
+            for _ in range(repeats):
+                t = time.perf_counter()
+                extractor([image])
+                times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -146,14 +156,28 @@ def main() -> None:
     parser.add_argument(
         "--pca-dim", type=int, default=64, help="PCA dimension (the map drives have ~100 frames)"
     )
-    parser.add_argument("--repeats", type=int, default=30, help="timed descriptors per candidate")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="timed descriptors per candidate and round")
     parser.add_argument("--models", default="", help="comma-separated candidate names (default: all)")
+    parser.add_argument("--time-only", action="store_true", help="only the descriptor times (no data needed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("vbl_ros.robotcar", "vbl_ros.sim", "faiss", "vbl_ros.evaluation", "vbl_ros.training"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    wanted = set(filter(None, args.models.split(",")))
+    if args.time_only:
+        configs = {n: c for n, c in candidates(args.pca_dim) if not wanted or n in wanted}
+        timed = descriptor_ms(configs, args.rounds, args.repeats)
+        rows = [
+            {"model": n, "dim": DescriptorNet(c).dim, "ms": round(timed[n], 1)} for n, c in configs.items()
+        ]
+        print(table(rows, ["model", "dim", "ms"]))
+        payload = {"machine": machine(), "args": {"rounds": args.rounds, "repeats": args.repeats},
+                   "load_average": load_average(), "rows": rows}  # fmt: skip
+        print(write_results("default_model_timing", payload))
+        return
     towns = {
         "A": (args.data / "town_a/0_overcast", {c: args.data / f"town_a/{i}_{c}" for i, c in ((6, "night"), (7, "snow"))}),
         "B": (args.data / "town_b/0_overcast", {c: args.data / f"town_b/{i}_{c}" for i, c in ((1, "night"), (2, "snow"))}),
@@ -163,7 +187,6 @@ def main() -> None:
         bags = render_town_c(args.work / "town_c", 13, args.route_m, 640, 480)
         render_s = time.perf_counter() - t0
         towns["C 640x480"] = (bags[0], {"night": bags[1], "snow": bags[2]})
-    wanted = set(filter(None, args.models.split(",")))
     rows = []
     for name, config in candidates(args.pca_dim):
         if wanted and name not in wanted:
@@ -171,13 +194,7 @@ def main() -> None:
         t = time.perf_counter()
         figures, nets = score(config, towns, args.work / "frame_cache")
         net = next(iter(nets.values()))
-        ms = descriptor_ms(net, args.repeats)
-        row: dict[str, object] = {
-            "model": name,
-            "dim": net.dim,
-            "bytes/kf": 4 * net.dim,
-            "ms": round(ms, 1),
-        }
+        row: dict[str, object] = {"model": name, "dim": net.dim, "bytes/kf": 4 * net.dim}
         for key, value in figures.items():
             row[f"{key} R@1"] = round(100 * value["R@1"], 1)
             row[f"{key} R@5"] = round(100 * value["R@5"], 1)
@@ -190,6 +207,10 @@ def main() -> None:
         row["s"] = round(time.perf_counter() - t, 1)
         rows.append(row)
         log.info("%s: %s", name, row)
+    timed = descriptor_ms({n: c for n, c in candidates(args.pca_dim) if n in {r["model"] for r in rows}},
+                          args.rounds, args.repeats)  # fmt: skip
+    for row in rows:
+        row["ms"] = round(timed[str(row["model"])], 1)
     columns = ["model", "dim", "bytes/kf", "ms"] + [c for c in rows[0] if c.endswith(("R@1", "R@5"))]
     print(table(rows, columns))
     payload = {
