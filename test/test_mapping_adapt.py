@@ -99,6 +99,16 @@ def test_add_keeps_the_maps_model_and_adapt_refuses_add_or_a_model(setup, tmp_pa
         build_map(setup["query"], map_dir, add=True, config=CONFIG)
     with pytest.raises(ConfigError, match="drop --model"):
         build_map(setup["query"], tmp_path / "m2", model=map_dir / "model.pt", config=CONFIG)
+    # a loaded map saved elsewhere takes its model along
+    copy = KeyframeMap.load(map_dir).save(tmp_path / "copy")
+    assert (copy / "model.pt").read_bytes() == (map_dir / "model.pt").read_bytes()
+    assert resolve_model(None, copy) == copy / "model.pt"
+    # a map without a model of its own: readers use the default; a folder that is no map is refused
+    plain = KeyframeMap.create(4, "fp", None)
+    plain.save(tmp_path / "plain")
+    assert resolve_model(None, tmp_path / "plain") is None
+    with pytest.raises(MapError, match="not a keyframe map"):
+        resolve_model(None, tmp_path)
     # a map whose model file went missing is refused with the reason
     (map_dir / "model.pt").unlink()
     with pytest.raises(MapError, match="missing"):

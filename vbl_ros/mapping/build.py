@@ -196,8 +196,7 @@ def _build(
             "a CPU core); rebuild with '--index pq' for ~2 ms at 1M (benchmarks/README.md)",
             len(kmap),
         )
-    carried = out / kmap.model_file if add and kmap.model_file else model
-    kmap.save(out, model=carried if kmap.model_file else None)
+    kmap.save(out, model=model if adapted else None)  # a loaded map carries its own model along
     logger.info("built %r from %s", kmap, [str(b) for b in bag_list])
     return out
 

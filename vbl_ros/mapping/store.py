@@ -94,6 +94,7 @@ class KeyframeMap:
         self.model_fingerprint = model_fingerprint
         self.utm_origin = utm_origin
         self.model_file: str | None = None
+        self._model_source: Path | None = None  # the model file of a loaded map (saved with it again)
         self._blocks: list[np.ndarray] = []  # descriptor blocks, the first may be a memmap
         self._stamps = np.zeros(0, np.int64)
         self._positions = np.zeros((0, 3), np.float64)
@@ -253,6 +254,7 @@ class KeyframeMap:
 
     def _write_files(self, folder: Path, model: Path | None) -> None:
         """Write every file of the map into ``folder`` (fsynced), with a copy of ``model``."""
+        model = model or self._model_source
         if self.model_file:
             if model is None:
                 raise MapError(f"the map carries its model {self.model_file!r}: give save() the model file")
@@ -301,7 +303,7 @@ class KeyframeMap:
         """Write the map to the folder ``path`` atomically; return ``path``.
 
         ``model``: the model file copied into the map as :attr:`model_file` (needed when it is set;
-        it may be the copy inside the map being replaced).
+        it may be the copy inside the map being replaced); ``None``: a loaded map's own copy.
 
         The map is written into a temporary sibling folder and fsynced; then an existing map at
         ``path`` is renamed aside, the new one renamed in, and the old one deleted. A crash before
@@ -379,6 +381,7 @@ class KeyframeMap:
             raise MapError(f"{path}: the manifest names the map's model {model_file!r}, which is missing")
         kmap = cls(dim, fingerprint, utm, index)
         kmap.model_file = None if model_file is None else str(model_file)
+        kmap._model_source = None if model_file is None else path / str(model_file)
         try:
             desc = np.load(path / _DESCRIPTORS, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as err:
