@@ -8,7 +8,7 @@ frames; each at 224x224 and 320x320 input. Scored by THE evaluation routine
 (:func:`vbl_ros.evaluation.evaluate_retrieval`: recall@1/5 within 25 m, exact search, positions in
 the map drive's frame) on simulated drives no candidate was fitted on: night and snow queries
 against an overcast map drive, in the two towns of ``training_experiment.py`` (160x120 images) and
-in a third town rendered at 640x480 (``--town-c``). Cost: descriptor time on this CPU (one
+in a third town rendered at 640x480 (``--towns C``; ``D``: a 1500 m town whose ~500 map frames fit PCA-256). Cost: descriptor time on this CPU (one
 640x480 frame, batch 1, 1 thread, eager PyTorch, median), dimension and map bytes per keyframe.
 
     .venv/bin/python benchmarks/default_model.py      # reuses /tmp/vbl_training_experiment/full; ~15 min
@@ -65,8 +65,8 @@ def candidates(pca_dim: int) -> list[tuple[str, ModelConfig]]:
     return out
 
 
-def render_town_c(root: Path, seed: int, route_m: float, width: int, height: int) -> list[Path]:
-    """A third town at a larger image size: overcast map drive, night and snow queries (no depth maps)."""
+def render_town(root: Path, seed: int, route_m: float, width: int, height: int) -> list[Path]:
+    """A town for this experiment: overcast map drive, night and snow queries (no depth maps)."""
     from vbl_ros.robotcar.convert import ConvertConfig, convert_robotcar
     from vbl_ros.sim.simulate import SimConfig, simulate
 
@@ -150,9 +150,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/vbl_training_experiment/full"),
                         help="town_a and town_b of training_experiment.py")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/vbl_default_model"), help="town C, caches")
-    parser.add_argument("--town-c", action=argparse.BooleanOptionalAction, default=True,
-                        help="render and score a third town at 640x480")  # fmt: skip
-    parser.add_argument("--route-m", type=float, default=600.0, help="town C's route (~200 map frames)")
+    parser.add_argument("--towns", default="A,B,C",
+                        help="A, B: training_experiment.py's; C: 640x480, 600 m (~200 map frames), rendered here; "
+                        "D: 160x120, 1500 m (~500 map frames, for PCA-256), rendered here")  # fmt: skip
+    parser.add_argument("--name", default="default_model", help="results/NAME.json")
     parser.add_argument(
         "--pca-dim", type=int, default=64, help="PCA dimension (the map drives have ~100 frames)"
     )
@@ -178,15 +179,18 @@ def main() -> None:
                    "load_average": load_average(), "rows": rows}  # fmt: skip
         print(write_results("default_model_timing", payload))
         return
+    chosen = args.towns.split(",")
     towns = {
         "A": (args.data / "town_a/0_overcast", {c: args.data / f"town_a/{i}_{c}" for i, c in ((6, "night"), (7, "snow"))}),
         "B": (args.data / "town_b/0_overcast", {c: args.data / f"town_b/{i}_{c}" for i, c in ((1, "night"), (2, "snow"))}),
     }  # fmt: skip
-    render_s = 0.0
-    if args.town_c:
-        bags = render_town_c(args.work / "town_c", 13, args.route_m, 640, 480)
-        render_s = time.perf_counter() - t0
-        towns["C 640x480"] = (bags[0], {"night": bags[1], "snow": bags[2]})
+    towns = {name: town for name, town in towns.items() if name in chosen}
+    rendered = {"C": ("C 640x480", 13, 600.0, 640, 480), "D": ("D 1500 m", 14, 1500.0, 160, 120)}
+    for key, (name, seed, route_m, width, height) in rendered.items():
+        if key in chosen:
+            bags = render_town(args.work / f"town_{key.lower()}", seed, route_m, width, height)
+            towns[name] = (bags[0], {"night": bags[1], "snow": bags[2]})
+    render_s = time.perf_counter() - t0
     rows = []
     for name, config in candidates(args.pca_dim):
         if wanted and name not in wanted:
@@ -216,11 +220,11 @@ def main() -> None:
     payload = {
         "machine": machine(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "render_town_c_s": round(render_s, 1),
+        "render_s": round(render_s, 1),
         "total_s": round(time.perf_counter() - t0, 1),
         "rows": rows,
     }
-    print(write_results("default_model", payload))
+    print(write_results(args.name, payload))
 
 
 if __name__ == "__main__":
