@@ -2,16 +2,21 @@
 
 Candidates (the backbones available offline through ``vbl_ros/model/backbones.py``: EfficientNet-Lite0
 with the weights its package ships): the pretrained default (EfficientNet-Lite0 + GeM), NetVLAD with
-64 clusters fitted by k-means on the MAP drive's own frames (no training, no query image; what
-``vbl build-map --adapt`` does), and the same with a whitened PCA projection fitted on the map
+64 (or 16) clusters fitted by k-means on the MAP drive's own frames (no training, no query image;
+what ``vbl build-map --adapt`` does), and the same with a whitened PCA projection fitted on the map
 frames; each at 224x224 and 320x320 input. Scored by THE evaluation routine
 (:func:`vbl_ros.evaluation.evaluate_retrieval`: recall@1/5 within 25 m, exact search, positions in
 the map drive's frame) on simulated drives no candidate was fitted on: night and snow queries
-against an overcast map drive, in the two towns of ``training_experiment.py`` (160x120 images) and
-in a third town rendered at 640x480 (``--towns C``; ``D``: a 1500 m town whose ~500 map frames fit PCA-256). Cost: descriptor time on this CPU (one
-640x480 frame, batch 1, 1 thread, eager PyTorch, median), dimension and map bytes per keyframe.
+against an overcast map drive, in the two towns of ``training_experiment.py`` (``A``, ``B``: 160x120
+images), in a town rendered here at 640x480 (``C``), and in a 1500 m town (``D``, 160x120) whose
+~500 map frames are enough for a PCA to 256 dimensions. Cost: descriptor time on this CPU (one
+640x480 frame, batch 1, 1 thread, eager PyTorch, median of interleaved rounds), dimension and map
+bytes per keyframe.
 
-    .venv/bin/python benchmarks/default_model.py      # reuses /tmp/vbl_training_experiment/full; ~15 min
+    .venv/bin/python benchmarks/default_model.py     # towns A, B, C; ~30 min (6 of them rendering C)
+    .venv/bin/python benchmarks/default_model.py --towns D --pca-dim 256 --name default_model_long
+        --models "GeM 224,NetVLAD-64 adapted 224,NetVLAD-64 + PCA-256 adapted 224"   # (one line) ~15 min
+    .venv/bin/python benchmarks/default_model.py --time-only    # the descriptor times alone, ~1 min
 """
 
 from __future__ import annotations
