@@ -3,7 +3,7 @@
 vbl simulate OUT_DIR [--preset tiny|demo]
 vbl convert robotcar TRAVERSAL_DIR OUT_BAG --extrinsics DIR --models DIR
 vbl init-model OUT [--config MODEL_YAML] [--bag BAG | --images FOLDER] [--aggregation gem|netvlad] [--projection ...]
-vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL] [--spacing M] [--index flat|pq|ivf|hnsw] [--runtime R] [--config MAP_YAML]
+vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL | --adapt] [--spacing M] [--index flat|pq|ivf|hnsw] [--runtime R] [--config MAP_YAML]
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
@@ -114,8 +114,11 @@ def _init_model(args: argparse.Namespace) -> None:
 
 def _build_map(args: argparse.Namespace) -> None:
     from vbl_ros.mapping import MapConfig, build_map, index_config
+    from vbl_ros.mapping.adapt import AdaptConfig
 
     config = _config(MapConfig, args.config, spacing_m=args.spacing, runtime=args.runtime)
+    if args.adapt and config.adapt is None:  # --config's adapt settings stay
+        config = dataclasses.replace(config, adapt=AdaptConfig())
     if args.index is not None and args.index != config.index.kind:  # the same kind keeps the file's settings
         config = dataclasses.replace(config, index=index_config(args.index))
     check_bags(args.bags)
@@ -349,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the bags' keyframes to the map at --out, in its frame (atomically)",
     )
     build_map.add_argument("--model", type=Path, help="a model file (default: the embedded pretrained model)")
+    build_map.add_argument(
+        "--adapt",
+        action="store_true",
+        help="fit a model to the map's own keyframes (NetVLAD centres, PCA whitening when there are "
+        "enough) and save it in the map (MAP/model.pt): the node and 'vbl evaluate' then load it "
+        "without --model; settings: 'adapt: {clusters: 64, pca_dim: 256}' in --config",
+    )
     build_map.add_argument("--spacing", type=float, help="metres between keyframes")
     build_map.add_argument(
         "--index",

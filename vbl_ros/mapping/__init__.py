@@ -1,5 +1,6 @@
 """Keyframe maps: the keyframe store, its search indexes and the ``build_map`` step."""
 
+from vbl_ros.mapping.adapt import AdaptConfig, resolve_model
 from vbl_ros.mapping.build import MapConfig, build_map
 from vbl_ros.mapping.indexes import (
     INDEXES,
@@ -15,6 +16,7 @@ from vbl_ros.mapping.store import Keyframe, KeyframeMap
 
 __all__ = [
     "INDEXES",
+    "AdaptConfig",
     "FlatIndexConfig",
     "HnswIndexConfig",
     "Index",
@@ -26,4 +28,5 @@ __all__ = [
     "PqIndexConfig",
     "build_map",
     "index_config",
+    "resolve_model",
 ]

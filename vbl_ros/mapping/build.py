@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +14,12 @@ import numpy as np
 from vbl_ros.errors import ConfigError, MapError, OutputExistsError
 from vbl_ros.export.runtimes import RUNTIMES, build_extractor
 from vbl_ros.geometry.utm import UtmOrigin
+from vbl_ros.mapping.adapt import MAP_MODEL_FILE, AdaptConfig, fit_adapted_model, resolve_model
 from vbl_ros.mapping.indexes import FlatIndexConfig, IndexConfig, index_config
 from vbl_ros.mapping.store import Keyframe, KeyframeMap, recover_map
 
 if TYPE_CHECKING:
+    from vbl_ros.bags import CameraFrame
     from vbl_ros.export.runtimes import Extractor
     from vbl_ros.geometry.trajectory import Trajectory
 
@@ -46,6 +49,10 @@ class MapConfig:
             fingerprint whatever the runtime, so the node may use another one.
         threads: intra-op threads of the runtime; ``None`` = every CPU this process may use
             (eager PyTorch: torch's own setting).
+        adapt: ``None`` (describe with the model given, or the default), or how to fit a model
+            to the map's own keyframes (:class:`~vbl_ros.mapping.adapt.AdaptConfig`: NetVLAD
+            centres, PCA whitening when there are enough keyframes), written into the map as
+            ``MAP/model.pt``; from YAML ``adapt: {}`` for the defaults.
     """
 
     spacing_m: float = 5.0
@@ -55,6 +62,7 @@ class MapConfig:
     device: str = "auto"
     runtime: str = "auto"
     threads: int | None = None
+    adapt: AdaptConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.spacing_m > 0:
@@ -70,6 +78,8 @@ class MapConfig:
             object.__setattr__(self, "index", index_config(index))
         elif not isinstance(index, IndexConfig):
             raise ConfigError(f"index must be an index config or a kind's name, got {index!r}")
+        if self.adapt is not None and not isinstance(self.adapt, AdaptConfig):
+            raise ConfigError(f"adapt must be an adapt config (or null), got {self.adapt!r}")
 
 
 def build_map(
@@ -96,9 +106,11 @@ def build_map(
         bags: the bag, or several bags (e.g. drives in different conditions).
         out: the map folder to create (with ``add``: the map to grow).
         model: a model file, or its ONNX / TorchScript export (``vbl export``); ``None`` = the
-            embedded default model. With ``add``, it must be the model the map was built with (or
-            its export).
-        config: spacing, index, batch size, camera topic, device, runtime and threads.
+            embedded default model (with ``add``: the model the map carries, if it does). With
+            ``add``, it must be the model the map was built with (or its export).
+        config: spacing, index, batch size, camera topic, device, runtime, threads, and whether to
+            adapt a model to the map (``config.adapt``: fitted on the keyframes of ``bags``, saved
+            into the map with it, atomically).
         overwrite: replace an existing map at ``out``.
         add: add the bags' keyframes to the existing map at ``out`` (replaced atomically).
 
@@ -112,9 +124,9 @@ def build_map(
             (a UTM origin missing, or another UTM zone).
         MissingDataError: a bag lacks the camera or odometry topic.
         ModelMismatchError: ``add`` with another model than the map's.
+        ConfigError: ``adapt`` with ``model`` or with ``add`` (the map's model is fixed).
+        ModelError: too few keyframes to fit the adapted model's NetVLAD clusters.
     """
-    from vbl_ros.bags import read_odometry
-
     config = config or MapConfig()
     bag_list = [Path(bags)] if isinstance(bags, str | Path) else [Path(b) for b in bags]
     out = Path(out)
@@ -127,7 +139,31 @@ def build_map(
         raise MapError(f"{out}: no map to add to; build it first without --add")
     if out.exists() and not (overwrite or add):
         raise OutputExistsError(f"{out}: exists; choose another --out, --overwrite it or --add to it")
+    if config.adapt is not None and add:
+        raise ConfigError(
+            "adapt fits a new model, and the keyframes of a map all come from one model: drop --adapt "
+            "to add to the map (it keeps its model), or rebuild it with --overwrite --adapt"
+        )
+    if config.adapt is not None and model is not None:
+        raise ConfigError(
+            f"adapt fits its own model on a pretrained backbone; drop --model {model} or --adapt"
+        )
     logger.info("build_map %s -> %s with %s", [str(b) for b in bag_list], out, config)
+    with tempfile.TemporaryDirectory(prefix="vbl-adapt-") as scratch:
+        if config.adapt is not None:
+            model = _adapt(bag_list, Path(scratch) / MAP_MODEL_FILE, config.adapt, config)
+        elif add:
+            model = resolve_model(model, out)
+        return _build(bag_list, out, model, config, add, adapted=config.adapt is not None)
+
+
+def _build(
+    bag_list: list[Path], out: Path, model: Path | str | None, config: MapConfig, add: bool, *, adapted: bool
+) -> Path:
+    """The map of ``bag_list`` described by ``model``, saved to ``out`` (``adapted``: the map
+    carries ``model``)."""
+    from vbl_ros.bags import read_odometry
+
     extractor = build_extractor(
         model,
         runtime=config.runtime,
@@ -144,10 +180,8 @@ def build_map(
                 "%s: no UTM origin (/map/utm_origin); the map frame is not geo-referenced", bag_list[0]
             )
         kmap = KeyframeMap.create(extractor.dim, extractor.fingerprint, origin, config.index)
-    # Every bag in the map's frame first: a bag that cannot be related fails before any descriptor.
-    trajectories = [read_odometry(bag) for bag in bag_list]
-    if add or len(bag_list) > 1:
-        trajectories = [t.in_frame(kmap.utm_origin) for t in trajectories]
+        kmap.model_file = MAP_MODEL_FILE if adapted else None
+    trajectories = _trajectories(bag_list, kmap.utm_origin, add)
     before = len(kmap)
     for bag, trajectory in zip(bag_list, trajectories, strict=True):
         added = _add_keyframes(kmap, bag, trajectory, extractor, config, label=out.name)
@@ -162,9 +196,48 @@ def build_map(
             "a CPU core); rebuild with '--index pq' for ~2 ms at 1M (benchmarks/README.md)",
             len(kmap),
         )
-    kmap.save(out)
+    kmap.save(out, model=model if adapted else None)  # a loaded map carries its own model along
     logger.info("built %r from %s", kmap, [str(b) for b in bag_list])
     return out
+
+
+def _trajectories(bag_list: list[Path], origin: UtmOrigin | None, relate: bool) -> list[Trajectory]:
+    """Every bag's odometry, in the frame of ``origin`` when there are several bags or ``relate``:
+    a bag that cannot be related fails before any descriptor."""
+    from vbl_ros.bags import read_odometry
+
+    trajectories = [read_odometry(bag) for bag in bag_list]
+    if relate or len(bag_list) > 1:
+        trajectories = [t.in_frame(origin) for t in trajectories]
+    return trajectories
+
+
+def _adapt(bag_list: list[Path], path: Path, adapt: AdaptConfig, config: MapConfig) -> Path:
+    """Fit the adapted model on up to ``adapt.max_images`` keyframes of ``bag_list`` (evenly spread,
+    the keyframes the map will hold) and save it to ``path``; return ``path``."""
+    from vbl_ros.bags import read_odometry
+    from vbl_ros.model.image_folder import evenly_spaced
+    from vbl_ros.model.io import model_fingerprint, save_model
+    from vbl_ros.model.transforms import InputTransform
+
+    transform = InputTransform.from_config(adapt.model_config(0))  # checks the backbone's name too
+    origin = read_odometry(bag_list[0]).origin
+    trajectories = _trajectories(bag_list, origin, False)
+    counts = [_count_keyframes(bag, t, config) for bag, t in zip(bag_list, trajectories, strict=True)]
+    wanted = set(evenly_spaced(sum(counts), adapt.max_images).tolist())
+    images, first = [], 0
+    for bag, trajectory, count in zip(bag_list, trajectories, counts, strict=True):
+        chosen = {i - first for i in wanted if first <= i < first + count}
+        for frame in _chosen_keyframes(bag, trajectory, config, chosen):
+            images.append(transform.resize(frame.image_rgb))
+        first += count
+    logger.info("adapting a model on %d of the map's %d keyframes", len(images), sum(counts))
+    if not images:
+        raise MapError(f"{', '.join(map(str, bag_list))}: no keyframe to adapt a model on")
+    net = fit_adapted_model(np.stack(images), adapt, device=config.device)
+    save_model(net, path)
+    logger.info("adapted model: %d-d descriptors, fingerprint %s", net.dim, model_fingerprint(net)[:12])
+    return path
 
 
 def _add_keyframes(
@@ -218,6 +291,40 @@ def _add_keyframes(
     finally:
         bar.close()
     return len(kmap) - before
+
+
+def _count_keyframes(bag: Path, trajectory: Trajectory, config: MapConfig) -> int:
+    """How many keyframes ``bag`` gives (stamps only: nothing is decoded)."""
+    from vbl_ros.bags import read_camera_frames
+
+    is_keyframe, count = _every_spacing(trajectory, config.spacing_m), 0
+
+    def tally(stamp: int) -> bool:
+        nonlocal count
+        count += is_keyframe(stamp)
+        return False
+
+    for _ in read_camera_frames(bag, config.camera_topic, keep=tally):
+        pass
+    return count
+
+
+def _chosen_keyframes(
+    bag: Path, trajectory: Trajectory, config: MapConfig, chosen: set[int]
+) -> Iterator[CameraFrame]:
+    """The keyframes of ``bag`` whose rank among its keyframes is in ``chosen``, decoded."""
+    from vbl_ros.bags import read_camera_frames
+
+    is_keyframe, rank = _every_spacing(trajectory, config.spacing_m), -1
+
+    def keep(stamp: int) -> bool:
+        nonlocal rank
+        if not is_keyframe(stamp):
+            return False
+        rank += 1
+        return rank in chosen
+
+    return read_camera_frames(bag, config.camera_topic, keep=keep)
 
 
 def _every_spacing(trajectory: Trajectory, spacing_m: float) -> Callable[[int], bool]:

@@ -7,6 +7,8 @@ A map is a folder::
     MAP/keyframes.sqlite id, capture stamp, pose in the map frame (ENU metres), lat/lon
     MAP/index.faiss      the index, for kinds that are saved (``hnsw``/``ivf``; for ``pq`` its rotation
                          and codebooks, the codes being re-computed on load); ``flat`` is rebuilt
+    MAP/model.pt         only in a map that carries its own model (``vbl build-map --adapt``): the
+                         manifest's ``model_file`` names it (:func:`map_model_file`)
 
 Row ``i`` of the descriptors, keyframe id ``i`` and index id ``i`` are the same keyframe. The store
 knows indexes only through :class:`vbl_ros.mapping.indexes.Index`. :meth:`KeyframeMap.save` is
@@ -40,7 +42,7 @@ from vbl_ros.files import output_error, recover_dir, replace_dir, temp_dir
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import INDEXES, IndexConfig, index_config, new_index
 
-__all__ = ["Keyframe", "KeyframeMap", "recover_map"]
+__all__ = ["Keyframe", "KeyframeMap", "map_model_file", "recover_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ class KeyframeMap:
         model_fingerprint: fingerprint of the model that computes the descriptors.
         utm_origin: UTM origin of the map frame, if known.
         index: the index's config, or a kind's name (``"flat"``, ``"pq"``, ...) for its defaults.
+
+    Attributes:
+        model_file: the name of the model file stored in the map's folder (a map that carries its own
+            model, e.g. adapted to it), or ``None``; :meth:`save` is given the file to copy in.
     """
 
     def __init__(
@@ -87,6 +93,8 @@ class KeyframeMap:
         self.dim = int(dim)
         self.model_fingerprint = model_fingerprint
         self.utm_origin = utm_origin
+        self.model_file: str | None = None
+        self._model_source: Path | None = None  # the model file of a loaded map (saved with it again)
         self._blocks: list[np.ndarray] = []  # descriptor blocks, the first may be a memmap
         self._stamps = np.zeros(0, np.int64)
         self._positions = np.zeros((0, 3), np.float64)
@@ -242,10 +250,16 @@ class KeyframeMap:
                 "zone": origin.zone,
             },
             "saved_unix": time.time(),
-        }
+        } | ({"model_file": self.model_file} if self.model_file else {})
 
-    def _write_files(self, folder: Path) -> None:
-        """Write every file of the map into ``folder`` (fsynced)."""
+    def _write_files(self, folder: Path, model: Path | None) -> None:
+        """Write every file of the map into ``folder`` (fsynced), with a copy of ``model``."""
+        model = model or self._model_source
+        if self.model_file:
+            if model is None:
+                raise MapError(f"the map carries its model {self.model_file!r}: give save() the model file")
+            shutil.copyfile(model, folder / self.model_file)
+            _fsync_file(folder / self.model_file)
         desc = self.descriptors()
         with open(folder / _DESCRIPTORS, "wb") as f:
             np.save(f, np.ascontiguousarray(desc, dtype=np.float32))
@@ -285,8 +299,11 @@ class KeyframeMap:
             os.fsync(f.fileno())
         _fsync_file(folder)
 
-    def save(self, path: Path | str) -> Path:
+    def save(self, path: Path | str, *, model: Path | str | None = None) -> Path:
         """Write the map to the folder ``path`` atomically; return ``path``.
+
+        ``model``: the model file copied into the map as :attr:`model_file` (needed when it is set;
+        it may be the copy inside the map being replaced); ``None``: a loaded map's own copy.
 
         The map is written into a temporary sibling folder and fsynced; then an existing map at
         ``path`` is renamed aside, the new one renamed in, and the old one deleted. A crash before
@@ -305,7 +322,7 @@ class KeyframeMap:
             raise OutputExistsError(f"{path}: exists and is not a vbl map; not overwriting it")
         tmp = temp_dir(path)
         try:
-            self._write_files(tmp)
+            self._write_files(tmp, Path(model) if model is not None else None)
         except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
             named = output_error(err, path) if isinstance(err, OSError) else None
@@ -350,6 +367,7 @@ class KeyframeMap:
             origin = manifest.get("utm_origin")
             utm = UtmOrigin(**origin) if origin else None
             index = _index_config_of(str(manifest["index_type"]), dict(manifest.get("index_params") or {}))
+            model_file = manifest.get("model_file")
         except (ValueError, KeyError, TypeError, ConfigError) as err:
             raise MapError(f"{manifest_path}: corrupt manifest: {err}") from err
         if expected_fingerprint is not None and expected_fingerprint != fingerprint:
@@ -359,7 +377,11 @@ class KeyframeMap:
                 "compared. Use the model the map was built with, or rebuild the map with this model "
                 "('vbl build-map BAG --model MODEL --out MAP')."
             )
+        if model_file is not None and not (path / str(model_file)).is_file():
+            raise MapError(f"{path}: the manifest names the map's model {model_file!r}, which is missing")
         kmap = cls(dim, fingerprint, utm, index)
+        kmap.model_file = None if model_file is None else str(model_file)
+        kmap._model_source = None if model_file is None else path / str(model_file)
         try:
             desc = np.load(path / _DESCRIPTORS, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -392,6 +414,25 @@ class KeyframeMap:
         kmap._index = index_cls.read(path / _INDEX, index, dim, kmap.descriptors, count)
         logger.info("loaded %r from %s", kmap, path)
         return kmap
+
+
+def map_model_file(path: Path | str) -> Path | None:
+    """The model file a map carries in its folder (``vbl build-map --adapt``), or ``None``.
+
+    Raises:
+        MapError: no map at ``path``, or its manifest is unreadable.
+    """
+    path = Path(path).absolute()
+    recover_map(path)
+    try:
+        name = json.loads((path / _MANIFEST).read_text()).get("model_file")
+    except FileNotFoundError as err:
+        raise MapError(
+            f"{path}: not a keyframe map (no {_MANIFEST}); build one with 'vbl build-map'"
+        ) from err
+    except (OSError, ValueError, AttributeError) as err:
+        raise MapError(f"{path / _MANIFEST}: corrupt manifest: {err}") from err
+    return None if name is None else path / str(name)
 
 
 def _index_config_of(kind: str, params: dict[str, Any]) -> IndexConfig:

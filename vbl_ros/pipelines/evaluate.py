@@ -53,6 +53,7 @@ from vbl_ros.evaluation import (
 from vbl_ros.files import recover_dir, replace_dir, temp_dir
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
+from vbl_ros.mapping.adapt import resolve_model
 
 if TYPE_CHECKING:  # torch is imported only when a model is loaded
     from vbl_ros.model import DescriptorNet
@@ -153,7 +154,8 @@ def evaluate(
         query_bags: the query drives (each reported separately and together, as "all").
         out: the report folder to create (``report.json``, ``report.md``, ``plots/``; live mode
             adds the node's logs in ``logs/``).
-        model: the model the map was built with; ``None``: the embedded default model.
+        model: the model the map was built with; ``None``: the model the map carries (``vbl
+            build-map --adapt``), else the embedded default model.
         config: live or offline, pace, device, parameters, success radius.
         overwrite: replace an existing report at ``out``.
         meta: extra lines for the report's header (e.g. the command).
@@ -174,6 +176,7 @@ def evaluate(
     _check_out(out, overwrite, "report.json")
     params_file = Path(config.params_file) if config.params_file else _package_params_file()
     localizer_config = localizer_config_from_params(params_file)
+    model = resolve_model(model, map_dir)  # a map built with --adapt carries its model
     net = load_model(model) if model is not None else default_model()
     keyframe_map = KeyframeMap.load(map_dir, expected_fingerprint=model_fingerprint(net))
     queries = [_inspect(bag, name, keyframe_map, config) for name, bag in _unique_names(query_bags).items()]

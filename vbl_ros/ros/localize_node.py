@@ -59,6 +59,7 @@ from vbl_ros.errors import BadFrameError, VblError
 from vbl_ros.export import build_extractor
 from vbl_ros.localizer import Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
+from vbl_ros.mapping.adapt import resolve_model
 from vbl_ros.ros.log_bridge import RosLogHandler, forward_core_logs, stop_forwarding
 from vbl_ros.ros.messages import (
     compressed_to_rgb,
@@ -98,7 +99,7 @@ def build_localizer(params: NodeParams, config: LocalizerConfig) -> Localizer:
     An exported model (``.onnx``) in ONNX Runtime or OpenVINO never imports PyTorch.
     """
     extractor = build_extractor(
-        params.model or None,
+        resolve_model(params.model or None, params.map or None),  # a map may carry its model (--adapt)
         runtime=params.runtime,
         device=params.device,
         threads=params.inference_threads,

@@ -55,8 +55,9 @@ class NodeParams:
     """Parameters of the node itself (the localizer's own are in ``LocalizerConfig``).
 
     Attributes:
-        model: A model file (.pt, `vbl init-model`); empty = the packaged pretrained default
-            model. It must be the model the map was built with (checked by fingerprint).
+        model: A model file (.pt, `vbl init-model`); empty = the model the map carries (`vbl
+            build-map --adapt`), else the packaged pretrained default model. It must be the model
+            the map was built with (checked by fingerprint).
         map: Keyframe map folder written by `vbl build-map`; empty = no map: no pose priors, only
             loop-closure candidates among this session's own keyframes.
         device: Where the descriptor network runs: auto (CUDA when available), cpu or cuda.
