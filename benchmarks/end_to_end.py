@@ -128,7 +128,8 @@ def run(
             "map": str(map_path),
             "image_transport": "raw",
             "device": device,
-            "runtime": runtime,
+            "runtime": runtime.partition(":")[0],  # "openvino:bf16": runtime openvino, precision bf16
+            "precision": runtime.partition(":")[2],
             "diagnostics_period": 1.0,
         },
     )
@@ -255,7 +256,7 @@ def main(
     with tempfile.TemporaryDirectory(prefix="vbl-bench-e2e-") as tmp:
         for r in range(rounds):  # runtimes alternate, so that a change of load hits each alike
             for runtime in runtimes:
-                workdir = Path(tmp) / f"{runtime}-{r}"
+                workdir = Path(tmp) / f"{runtime.replace(':', '-')}-{r}"
                 workdir.mkdir()
                 rows.append(run(device, 5.0 if quick else seconds, log, workdir, size, runtime))
     row = rows[0]
@@ -313,7 +314,9 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=30.0, help="seconds of frames at 16 Hz")
     p.add_argument("--size", default="", help="publish the frames at WxH (e.g. 1920x1080)")
     p.add_argument(
-        "--runtimes", default="auto", help="node runtimes to compare, e.g. auto,torch (alternating)"
+        "--runtimes",
+        default="auto",
+        help="node runtimes to compare, alternating: e.g. auto,torch,openvino:bf16 (runtime:precision)",
     )
     p.add_argument("--rounds", type=int, default=1, help="rounds over --runtimes (default 1)")
     a = p.parse_args()
