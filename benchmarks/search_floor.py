@@ -11,7 +11,7 @@ and how fast one core reads memory, so that the search time of any machine can b
 - a plain single-thread read of the same array (NumPy sum) as a second measure of that bandwidth;
 - FAISS's dispatched SIMD level (AVX2/AVX-512) and the search at each level, to show whether the
   instruction set matters;
-- the search near a known place (:func:`vbl_ros.mapping.spatial.search_near`, exact scores within
+- the search near a known place (``spatial_prototype.search_near``, not in the package, exact scores within
   ``--radius`` metres) over the largest map, its keyframes spread over a 20 km x 20 km city (a
   denser map than any real drive set: ~2500 keyframes per km^2), which reads only the disc's rows.
 
@@ -27,8 +27,7 @@ import time
 import faiss
 import numpy as np
 from _common import CpuMonitor, machine, percentiles_ms, table, wait_for_quiet, write_results
-
-from vbl_ros.mapping.spatial import SpatialGrid, search_near
+from spatial_prototype import SpatialGrid, search_near
 
 DIM = 320  # the default model's descriptor dimension
 

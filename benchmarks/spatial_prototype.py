@@ -1,4 +1,8 @@
-"""Search only the keyframes near a place: a grid over the map's positions, exact scores inside a disc.
+"""Prototype (benchmarks only): search only the keyframes near a place, a grid over the map's positions.
+
+Not used by the localizer: its temporal filter notices a wrong or kidnapped belief through the
+global retrieval of every frame, which a search restricted to the believed place would hide
+(issue 10 §3 / 11; ``search_floor.py`` measures what it would cost).
 
 When the robot's place is known (a tracking filter), the keyframes more than a few hundred metres away
 cannot be its match, and scanning them is what makes a search over a million keyframes cost
@@ -14,8 +18,6 @@ import math
 
 import numpy as np
 
-from vbl_ros.errors import ConfigError
-
 __all__ = ["SpatialGrid", "search_near"]
 
 
@@ -29,7 +31,7 @@ class SpatialGrid:
 
     def __init__(self, positions: np.ndarray, cell_m: float = 50.0) -> None:
         if not (cell_m > 0 and math.isfinite(cell_m)):
-            raise ConfigError(f"grid cell size must be a positive number of metres, got {cell_m}")
+            raise ValueError(f"grid cell size must be a positive number of metres, got {cell_m}")
         xy = np.asarray(positions, dtype=np.float64)[:, :2]
         self.cell_m = float(cell_m)
         self._xy = xy
