@@ -49,7 +49,7 @@ def test_a_crash_mid_save_leaves_the_old_map_intact(tmp_path, monkeypatch) -> No
     def crash(*_args, **_kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(store, "_fsync_file", crash)
+    monkeypatch.setattr(store, "fsync_path", crash)
     with pytest.raises(OSError, match="simulated"):
         bigger.save(path)
     monkeypatch.undo()

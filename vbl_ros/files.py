@@ -25,6 +25,7 @@ __all__ = [
     "FAULT_ENV",
     "check_output",
     "file_mode",
+    "fsync_path",
     "output_error",
     "recover_dir",
     "replace_dir",
@@ -154,7 +155,7 @@ def replace_dir(tmp: Path, path: Path) -> None:
             os.rename(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -192,8 +193,12 @@ def recover_dir(path: Path | str, marker: str) -> list[str]:
     return done
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (a folder: the renames and new names inside it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except IsADirectoryError:  # pragma: no cover - platforms without directory fds
+        return
     try:
         os.fsync(fd)
     finally:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from vbl_ros.errors import ConfigError, MapError, ModelMismatchError, OutputExistsError
-from vbl_ros.files import output_error, recover_dir, replace_dir, temp_dir
+from vbl_ros.files import fsync_path, output_error, recover_dir, replace_dir, temp_dir
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import INDEXES, IndexConfig, index_config, new_index
 
@@ -259,7 +259,7 @@ class KeyframeMap:
             if model is None:
                 raise MapError(f"the map carries its model {self.model_file!r}: give save() the model file")
             shutil.copyfile(model, folder / self.model_file)
-            _fsync_file(folder / self.model_file)
+            fsync_path(folder / self.model_file)
         desc = self.descriptors()
         with open(folder / _DESCRIPTORS, "wb") as f:
             np.save(f, np.ascontiguousarray(desc, dtype=np.float32))
@@ -287,17 +287,17 @@ class KeyframeMap:
             db.commit()
         finally:
             db.close()
-        _fsync_file(folder / _KEYFRAMES)
+        fsync_path(folder / _KEYFRAMES)
         if self._index.saved and len(self):
             self._sync_index()
             self._index.write(folder / _INDEX)
             if (folder / _INDEX).exists():
-                _fsync_file(folder / _INDEX)
+                fsync_path(folder / _INDEX)
         with open(folder / _MANIFEST, "w") as f:
             json.dump(self._manifest(), f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_file(folder)
+        fsync_path(folder)
 
     def save(self, path: Path | str, *, model: Path | str | None = None) -> Path:
         """Write the map to the folder ``path`` atomically; return ``path``.
@@ -445,14 +445,6 @@ def _index_config_of(kind: str, params: dict[str, Any]) -> IndexConfig:
     return index_config(
         kind, **{k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
     )
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def recover_map(path: Path | str) -> list[str]:

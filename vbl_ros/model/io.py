@@ -21,7 +21,7 @@ import torch
 
 from vbl_ros.config import from_dict, to_dict
 from vbl_ros.errors import ConfigError, ModelError
-from vbl_ros.files import temp_file
+from vbl_ros.files import fsync_path, temp_file
 from vbl_ros.model.hallucination import HallucinationNet
 from vbl_ros.model.net import DescriptorNet, ModelConfig
 
@@ -91,20 +91,9 @@ def save_model(net: DescriptorNet, path: Path | str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     logger.info("saved model %s (fingerprint %s)", path, payload["fingerprint"][:12])
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_model(path: Path | str) -> DescriptorNet:
