@@ -88,3 +88,18 @@ def test_every_drive_in_the_reference_drive_frame(bags, tmp_path: Path) -> None:
     # the same place on both drives: the nearest map frame of every drive-a frame is a few metres away
     gaps = np.linalg.norm(both.positions[: len(other), None, :2] - ref.positions[None, :, :2], axis=2).min(1)
     assert np.median(gaps) < 3.0
+
+
+def test_a_bag_cut_short_later_at_the_same_path_gets_its_own_cache(bags, tmp_path: Path) -> None:
+    """A recording cut short keeps its metadata.yaml; the cache must not serve the whole drive's frames."""
+    import os
+    import shutil
+
+    bag = shutil.copytree(bags.a, tmp_path / "drive")
+    whole = cache_drive(bag, TRANSFORM, tmp_path / "cache", spacing_m=4.0)
+    storage = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+    os.truncate(storage, int(storage.stat().st_size * 0.6))
+    cut = cache_drive(bag, TRANSFORM, tmp_path / "cache", spacing_m=4.0)
+    assert 0 < len(cut) < len(whole)
+    assert np.array_equal(cut.stamps_ns, whole.stamps_ns[: len(cut)])
+    assert len(list((tmp_path / "cache").iterdir())) == 2

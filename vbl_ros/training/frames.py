@@ -99,6 +99,12 @@ def _cache_key(
         "version": CACHE_VERSION,
         "bag": str(bag.resolve()),
         "metadata": hashlib.sha256(meta.read_bytes()).hexdigest() if meta.is_file() else None,
+        # the storage files too: a recording cut short keeps its metadata.yaml (written at the end)
+        "storage": sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in (bag.iterdir() if bag.is_dir() else [bag])
+            if p.suffix in (".mcap", ".db3")
+        ),
         "camera_topic": camera_topic,
         "spacing_m": spacing_m,
         "transform": [transform.height, transform.width, list(transform.mean), list(transform.std)],
@@ -287,11 +293,10 @@ def cache_drive(
         MissingDataError: the bag, its camera, its odometry or a requested modality topic is missing,
             or no frame lies on its INS track.
     """
+    from vbl_ros.bags import check_bags
+
     bag = Path(bag)
-    if not (bag / "metadata.yaml").is_file():
-        raise MissingDataError(
-            f"{bag}: not a rosbag2 bag folder (no metadata.yaml); pass a bag from 'vbl convert'"
-        )
+    check_bags([bag])  # a named error for a path that is not a readable bag
     check_modalities(bag, modalities)
     key = _cache_key(bag, camera_topic, spacing_m, transform, modalities)
     folder = Path(cache_dir) / f"{bag.resolve().name}-{key}"
