@@ -107,3 +107,32 @@ def test_vbl_evaluate_live_writes_the_report_with_the_nodes_counts(
     assert entry["latency_ms"]["count"] == entry["num_frames"] and entry["latency_ms"]["p50"] > 0
     assert "ready" in (out / "logs" / "localize_query.log").read_text()
     assert (out / "report.md").read_text().startswith("# Evaluation report")
+
+
+def test_live_replay_with_the_bags_odometry_feeds_the_nodes_filter(setup, tmp_path: Path) -> None:
+    """use_odometry live: the bag's odometry goes to the node's odometry input with the frames."""
+    from vbl_ros.bags import ODOMETRY_TOPIC
+    from vbl_ros.ros.live import replay_live
+
+    repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
+    params = tmp_path / "filtered.yaml"
+    text = repo_params.read_text().replace("prior_mode: single", "prior_mode: filtered")
+    params.write_text(text.replace("filter_confirm_frames: 10", "filter_confirm_frames: 3"))
+    run = replay_live(
+        setup["map"],
+        setup["query"],
+        tmp_path,
+        model=setup["model"],
+        camera_topic=CAMERA_TOPIC,
+        compressed=True,
+        rate=0.5,
+        device="cpu",
+        params_file=params,
+        odometry_topic=ODOMETRY_TOPIC,
+        domain_id=unique_domain_id(),
+    )
+    # the odometry's messages are not counted as frames; the node received them (20 Hz over 6 s)
+    assert run.frames.sent == 19 and run.frames.bad == 1, run.diagnostics
+    assert int(run.diagnostics["odometry_messages"]) >= 100, run.diagnostics
+    assert run.diagnostics["prior_mode"] == "filtered"
+    assert run.diagnostics["filter_state"] in ("initializing", "tracking", "lost")

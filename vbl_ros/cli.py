@@ -7,7 +7,7 @@ vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL | --a
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
-vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline [--use-odometry]] [--rate X] [--threshold M] QUERY_BAG...
+vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline] [--use-odometry] [--rate X] [--threshold M] QUERY_BAG...
 vbl evaluate --compare REPORT_DIR... --out DIR
 vbl repair-map MAP
 
@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--use-odometry",
         action="store_true",
-        help="offline: give the localizer each bag's odometry with every frame (as the node's use_odometry)",
+        help="give the localizer each bag's odometry with every frame (live: replayed into the node, use_odometry)",
     )
     evaluate.add_argument("--rate", type=float, help="live replay pace, times the bags' own (default 1)")
     evaluate.add_argument(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from vbl_ros.bags import CAMERA_TOPICS, open_reader, read_odometry
+from vbl_ros.bags import CAMERA_TOPICS, ODOMETRY_TOPIC, open_reader, read_odometry
 from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError, MissingDataError, OutputExistsError
 from vbl_ros.evaluation import (
@@ -82,9 +82,10 @@ class EvaluateConfig:
         truth_max_gap_s: odometry gaps longer than this are not interpolated across; frames in
             them have no ground truth and are counted apart.
         node_start_timeout_s: how long the live node may take to load its model and map.
-        use_odometry: offline mode: give the localizer each bag's odometry pose with every frame
-            (session keyframes by distance, the filtered prior's motion step), as the node with
-            ``use_odometry: true``. Simulated odometry is exact; a robot's drifts.
+        use_odometry: give the localizer each bag's odometry with every frame (session keyframes by
+            distance, the filtered prior's motion step): offline, the pose at each frame's stamp;
+            live, the bag's odometry topic replayed into the node, started with ``use_odometry:
+            true``. Simulated odometry is exact; a robot's drifts.
         evaluation: what counts as right (success radius, recall@N, ...).
     """
 
@@ -107,11 +108,6 @@ class EvaluateConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if not (math.isfinite(self.truth_max_gap_s) and self.truth_max_gap_s > 0):
             raise ConfigError(f"truth_max_gap_s must be > 0 s, got {self.truth_max_gap_s}")
-        if self.use_odometry and not self.offline:
-            raise ConfigError(
-                "use_odometry replays each bag's odometry into the core localizer: add offline "
-                "(--offline); the live replay sends the camera only"
-            )
         if not self.node_start_timeout_s > 0:
             raise ConfigError(f"node_start_timeout_s must be > 0 s, got {self.node_start_timeout_s}")
 
@@ -314,6 +310,7 @@ def _live_replayer(
             rate=config.rate,
             device=config.device,
             params_file=params_file,
+            odometry_topic=ODOMETRY_TOPIC if config.use_odometry else None,
             node_start_timeout_s=config.node_start_timeout_s,
         )
         return _Replayed(run.results, run.latencies_ms, run.frames)

@@ -113,6 +113,7 @@ def replay_live(
     params_file: Path | str | None = None,
     repeat: int = 1,
     domain_id: int | None = None,
+    odometry_topic: str | None = None,
     node_start_timeout_s: float = 120.0,
     settle_timeout_s: float = 60.0,
     rss_period_s: float = 1.0,
@@ -129,6 +130,9 @@ def replay_live(
             ``latencies_ms`` are then those of the last pass, ``frames`` the totals.
         domain_id: the ``ROS_DOMAIN_ID`` of this private run (``None``: ``VBL_EVALUATE_DOMAIN_ID``,
             else one derived from the process id).
+        odometry_topic: also replay this ``nav_msgs/Odometry`` topic of the bag into the node's
+            ``odometry`` input, in bag-time order with the frames, and start it with
+            ``use_odometry: true`` (``None``: the camera only).
         node_start_timeout_s: how long the node may take to come up.
         settle_timeout_s: how long to wait, after the last frame, for the node to account for every
             frame it received.
@@ -148,6 +152,9 @@ def replay_live(
     # a namespace of its own: another node on the same domain is neither heard nor fed
     namespace = f"/vbl_evaluate_{os.getpid()}_{next(_runs)}"
     image_topic = f"{namespace}/image" + ("/compressed" if compressed else "")
+    topics = {camera_topic: image_topic}
+    if odometry_topic is not None:
+        topics[odometry_topic] = f"{namespace}/odometry"
     command = localize_command(
         params_file=Path(params_file) if params_file else find_share_file("config/localize.yaml"),
         parameters={
@@ -155,6 +162,7 @@ def replay_live(
             "model": str(Path(model).absolute()) if model is not None else "",
             "device": device,
             "image_transport": "compressed" if compressed else "raw",
+            "use_odometry": odometry_topic is not None,
         },
         remappings={"__ns": namespace, "image": image_topic},
     )
@@ -190,7 +198,11 @@ def replay_live(
                 first_frame.set()
             return False
 
-        def on_publish(_topic: str, bag_time_ns: int) -> None:
+        def on_publish(topic: str, bag_time_ns: int) -> None:
+            nonlocal sent
+            if topic != camera_topic:
+                return  # odometry
+            sent += 1
             stamp = header_stamps.get(bag_time_ns, bag_time_ns)
             collector.note_sent(stamp)
             if stamp == last_frame:
@@ -203,10 +215,10 @@ def replay_live(
                 collector.clear()
             logger.info("replaying %s into the node at %gx (pass %d of %d)", bag, rate, number + 1, repeat)
             first_frame = threading.Event()
-            sent += replay_bag(
+            replay_bag(
                 node,
                 bag,
-                {camera_topic: image_topic},
+                topics,
                 rate=rate,
                 on_publish=on_publish,
                 should_stop=matched,

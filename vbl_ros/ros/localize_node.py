@@ -123,6 +123,7 @@ class _Stats:
         self.rejected = 0
         self.priors = 0
         self.loop_messages = 0
+        self.odometry = 0
         self.failed = 0
         self.inference_threads = 0
         self.lost = 0
@@ -300,6 +301,7 @@ class LocalizeNode(Node):
         position, orientation = odometry_to_pose(msg)
         with self._lock:
             self._odometry.append((stamp_to_ns(msg.header.stamp), position, orientation))
+            self._stats.odometry += 1
 
     # --- worker thread ---------------------------------------------------------------------------
 
@@ -408,6 +410,7 @@ class LocalizeNode(Node):
                 "frames_lost": s.lost,
                 "pose_priors_published": s.priors,
                 "loop_candidate_messages": s.loop_messages,
+                "odometry_messages": s.odometry if self._params.use_odometry else "(use_odometry false)",
                 "latency_p50_ms": _percentile(s.latency_ms, 50),
                 "latency_p95_ms": _percentile(s.latency_ms, 95),
                 "latency_max_ms": max(s.latency_ms) if s.latency_ms else float("nan"),
