@@ -105,7 +105,7 @@ def _bag_inputs(
 
     inputs = []
     frames = read_camera_frames(bag, camera_topic, keep=keep)
-    for frame in tqdm(frames, total=len(wanted), unit="frame", desc=f"sample {bag.name}"):
+    for frame in tqdm(frames, total=len(wanted), unit="frame", desc=f"sample {bag.name}", disable=None):
         inputs.append(transform.resize(frame.image_rgb))  # resized now: little memory
     if len(inputs) < needed:  # frames that failed to decode were skipped
         raise ModelError(f"{bag}: only {len(inputs)} frames decoded, at least {needed} are needed ({why})")
@@ -128,7 +128,7 @@ def _image_inputs(
     """
     from tqdm import tqdm
 
-    with tqdm(unit="image", desc=f"sample {source}") as progress:
+    with tqdm(unit="image", desc=f"sample {source}", disable=None) as progress:
 
         def resize(index: int, image: np.ndarray) -> np.ndarray:
             progress.update(1)
@@ -146,7 +146,9 @@ def _local_features(extractor: DescriptorExtractor, inputs: np.ndarray) -> torch
     from tqdm import tqdm
 
     out = []
-    for start in tqdm(range(0, len(inputs), extractor.batch_size), unit="batch", desc="backbone features"):
+    for start in tqdm(
+        range(0, len(inputs), extractor.batch_size), unit="batch", desc="backbone features", disable=None
+    ):
         x = extractor.to_input(inputs[start : start + extractor.batch_size])
         out.append(extractor.net.local_features(x).float().cpu())
     return torch.cat(out)

@@ -470,7 +470,13 @@ def _write_bag(bag: Path, inputs: _Inputs, config: ConvertConfig) -> ConvertRepo
         sink.write("/map/utm_origin", start_us, factory.utm_origin(start_us, inputs.origin))
         sink.write("/tf_static", start_us, factory.tf_message(start_us, static_transforms(inputs)))
         enu_from_ned = NED_TO_ENU
-        bar = tqdm(events, total=total, unit="msg", desc=inputs.traversal.name, disable=not config.progress)
+        bar = tqdm(
+            events,
+            total=total,
+            unit="msg",
+            desc=inputs.traversal.name,
+            disable=None if config.progress else True,
+        )
         for t_us, _, kind, payload in bar:
             if kind == "ins":
                 pose = odometry_pose(inputs.world_ins[payload], inputs.vehicle_from_ins)

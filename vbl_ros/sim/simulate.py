@@ -248,7 +248,9 @@ def _scan_lms(folder: Path, config: SimConfig, town: Town, cars: list, cond: Con
     cam = camera_model(config)
     reach = config.lms_max_range_m + 1.0
     per_section = max(int(np.ceil(_LMS_SECTION_M / config.speed_mps * config.lms_hz)), 1)
-    progress = tqdm(total=len(lms_us), desc=f"{folder.name} lms_front", unit="scan", leave=False)
+    progress = tqdm(
+        total=len(lms_us), desc=f"{folder.name} lms_front", unit="scan", leave=False, disable=None
+    )
     for first in range(0, len(lms_us), per_section):
         poses = lms_poses[first : first + per_section]
         lo, hi = poses[:, :2, 3].min(axis=0) - reach, poses[:, :2, 3].max(axis=0) + reach
@@ -304,7 +306,7 @@ def _simulate_traversal(out_dir: Path, config: SimConfig, town: Town, index: int
 
     started = time.perf_counter()
     with SceneRenderer(model, config.width, config.height, cond, town.street_lights) as renderer:
-        for k in tqdm(range(len(cam_us)), desc=f"{name} camera", unit="frame", leave=False):
+        for k in tqdm(range(len(cam_us)), desc=f"{name} camera", unit="frame", leave=False, disable=None):
             frame_rng = np.random.default_rng([config.seed, 6, index, k]) if config.post_process else None
             rgb, depth = renderer.render(cam_poses[k], depth=config.save_depth, rng=frame_rng)
             ok, png = cv2.imencode(".png", mosaic(rgb, "gbrg"))
