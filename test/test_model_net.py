@@ -45,6 +45,8 @@ def _stage_parameters(backbone: Backbone) -> list[set[str]]:
     [
         ("efficientnet_lite0", "blocks", 8),
         ("efficientnet_lite0", "head", 9),
+        ("efficientnet_lite1", "blocks", 8),
+        ("efficientnet_lite2", "head", 9),
         ("resnet18", "layer4", 5),
         ("resnet18", "layer3", 4),
         ("vgg16", "conv5_3", 5),

