@@ -7,7 +7,7 @@
   names are mapped to timm's. ``layer="blocks"`` (default) ends after the last inverted-residual block,
   320 channels (352 for Lite2, whose width is 1.1x); ``layer="head"`` adds ``conv_head`` + BN + ReLU6,
   1280 channels. Lite1 and Lite2 are deeper (1.1x, 1.2x: 21 blocks instead of 16) and were trained at
-  240 and 260 px instead of 224; only Lite0's package is a dependency of vbl, the others are optional.
+  240 and 260 px instead of 224; all three packages are dependencies of vbl (requirements.txt); Lite0 is the default.
 - torchvision ``alexnet``, ``vgg16``, ``resnet18``, ``resnet50``, ``mobilenet_v3_small``,
   ``mobilenet_v3_large``: ImageNet weights from a local file (a torchvision state dict), never downloaded.
 
