@@ -40,12 +40,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine, table, write_results
+from training_experiment import score_town
 
-from vbl_ros.evaluation import evaluate_retrieval
 from vbl_ros.model import DescriptorExtractor, DescriptorNet, ModelConfig
 from vbl_ros.model.init import initialize_model
 from vbl_ros.model.transforms import InputTransform
-from vbl_ros.training.dataset import FrameDataset, describe
 from vbl_ros.training.frames import FrameSet, cache_drive, frame_set
 
 SPACING_M = 3.0
@@ -120,26 +119,12 @@ def score(
     """R@1 and R@5 within 25 m of each query drive against its town's map drive (the model fitted
     on each town's map drive, as ``build-map --adapt`` does); the fitted models."""
     transform = InputTransform.from_config(config)
-    kw = {"batch_size": 32, "device": torch.device("cpu")}
     out, nets = {}, {}
     for town, (map_bag, queries) in towns.items():
         ref = cache_drive(map_bag, transform, cache_dir, spacing_m=SPACING_M)
-        refs = frame_set([ref], ref)
-        net = nets[town] = fit(config, refs)
-        with torch.inference_mode():
-            map_desc = describe(net, FrameDataset(refs, transform), np.arange(len(refs)), **kw)
-            for condition, bag in queries.items():
-                q = frame_set([cache_drive(bag, transform, cache_dir, spacing_m=SPACING_M)], ref)
-                q_desc = describe(net, FrameDataset(q, transform), np.arange(len(q)), **kw)
-                report = evaluate_retrieval(
-                    q_desc, q.positions, map_desc, refs.positions, ks=(1, 5), threshold_m=25.0
-                )
-                out[f"{town} {condition}"] = {
-                    "R@1": report.recalls[1],
-                    "R@5": report.recalls[5],
-                    "queries": report.num_queries,
-                    "map_frames": len(refs),
-                }
+        net = nets[town] = fit(config, frame_set([ref], ref))
+        for condition, figures in score_town(net, transform, ref, queries, cache_dir, SPACING_M).items():
+            out[f"{town} {condition}"] = figures
     return out, nets
 
 

@@ -35,7 +35,7 @@ from vbl_ros.model import DescriptorNet, ModelConfig, load_model
 from vbl_ros.model.transforms import InputTransform
 from vbl_ros.training import TrainConfig, train
 from vbl_ros.training.dataset import FrameDataset, describe
-from vbl_ros.training.frames import cache_drive, frame_set
+from vbl_ros.training.frames import DriveFrames, cache_drive, frame_set
 
 TOWN_A = ("overcast", "sun", "dusk", "rain", "fog", "dusk", "night", "snow")
 ROLES_A = ("map", "train", "train", "train", "train", "val", "heldout", "heldout")
@@ -74,6 +74,36 @@ def simulate_town(root: Path, seed: int, conditions: tuple[str, ...], route_m: f
     return bags
 
 
+def score_town(
+    net: DescriptorNet,
+    transform: InputTransform,
+    ref: DriveFrames,
+    queries: dict[str, Path],
+    cache_dir: Path,
+    spacing_m: float,
+) -> dict[str, dict[str, float]]:
+    """R@1 and R@5 within 25 m of each query drive (condition -> bag) against the map drive ``ref``,
+    by THE evaluation routine (exact search, positions in the map drive's frame)."""
+    refs = frame_set([ref], ref)
+    kw = {"batch_size": 32, "device": torch.device("cpu")}
+    out = {}
+    with torch.inference_mode():
+        map_desc = describe(net, FrameDataset(refs, transform), np.arange(len(refs)), **kw)
+        for condition, bag in queries.items():
+            q = frame_set([cache_drive(bag, transform, cache_dir, spacing_m=spacing_m)], ref)
+            q_desc = describe(net, FrameDataset(q, transform), np.arange(len(q)), **kw)
+            report = evaluate_retrieval(
+                q_desc, q.positions, map_desc, refs.positions, ks=(1, 5), threshold_m=25.0
+            )
+            out[condition] = {
+                "R@1": report.recalls[1],
+                "R@5": report.recalls[5],
+                "queries": report.num_queries,
+                "map_frames": len(refs),
+            }
+    return out
+
+
 def evaluate(
     net: DescriptorNet, towns: dict[str, tuple[Path, dict[str, Path]]], cache_dir: Path, spacing_m: float
 ) -> dict[str, dict[str, float]]:
@@ -83,20 +113,8 @@ def evaluate(
     out = {}
     for town, (map_bag, queries) in towns.items():
         ref = cache_drive(map_bag, transform, cache_dir, spacing_m=spacing_m)
-        refs = frame_set([ref], ref)
-        kw = {"batch_size": 32, "device": torch.device("cpu")}
-        map_desc = describe(net, FrameDataset(refs, transform), np.arange(len(refs)), **kw)
-        for condition, bag in queries.items():
-            q = frame_set([cache_drive(bag, transform, cache_dir, spacing_m=spacing_m)], ref)
-            q_desc = describe(net, FrameDataset(q, transform), np.arange(len(q)), **kw)
-            report = evaluate_retrieval(
-                q_desc, q.positions, map_desc, refs.positions, ks=(1, 5), threshold_m=25.0
-            )
-            out[f"{town} {condition}"] = {
-                "R@1": report.recalls[1],
-                "R@5": report.recalls[5],
-                "queries": report.num_queries,
-            }
+        for condition, figures in score_town(net, transform, ref, queries, cache_dir, spacing_m).items():
+            out[f"{town} {condition}"] = figures
     return out
 
 
