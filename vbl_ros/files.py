@@ -17,7 +17,9 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from vbl_ros.errors import OutputError
 
@@ -32,6 +34,7 @@ __all__ = [
     "temp_dir",
     "temp_file",
     "tree_size",
+    "write_file_atomic",
     "write_text_atomic",
 ]
 
@@ -205,22 +208,28 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary sibling, fsync and rename.
+def write_file_atomic(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(f)`` on a temporary sibling of ``path`` opened for binary writing, fsync it and
+    rename it to ``path``: ``path`` is either its old self or complete, never half-written.
 
     The file's mode follows the umask like any new file (``mkstemp`` alone would make it private).
     """
     path = Path(path)
     fd, tmp = temp_file(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_file_atomic`)."""
+    write_file_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def check_output(path: Path | str, need_bytes: int = 0, what: str = "output") -> None:

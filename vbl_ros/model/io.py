@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
 from vbl_ros.config import from_dict, to_dict
 from vbl_ros.errors import ConfigError, ModelError
-from vbl_ros.files import fsync_path, temp_file
+from vbl_ros.files import fsync_path, write_file_atomic
 from vbl_ros.model.hallucination import HallucinationNet
 from vbl_ros.model.net import DescriptorNet, ModelConfig
 
@@ -81,16 +80,7 @@ def save_model(net: DescriptorNet, path: Path | str) -> Path:
         "state_dict": state,
         "fingerprint": _fingerprint(net.config, state),
     }
-    fd, tmp = temp_file(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, lambda f: torch.save(payload, f))
     fsync_path(path.parent)
     logger.info("saved model %s (fingerprint %s)", path, payload["fingerprint"][:12])
     return path

@@ -10,7 +10,6 @@ renamed, so a crash never leaves a truncated ``last.pt`` or ``best.pt``.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from vbl_ros.errors import ModelError
-from vbl_ros.files import temp_file
+from vbl_ros.files import write_file_atomic
 
 __all__ = ["FORMAT", "load_checkpoint", "restore_rng", "rng_state", "save_checkpoint"]
 
@@ -53,16 +52,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus the format header) to ``path`` atomically; return ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **payload}, f))
     return path
 
 
