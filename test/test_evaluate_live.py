@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("torch")
 
-import torch
 from bag_fixtures import CAMERA_TOPIC, write_line_bag
 from evaluate_fixtures import at_s, line_map, query_bag, rewrite_bag, small_model
 from ros_helpers import LOCALIZE, unique_domain_id
@@ -23,17 +22,10 @@ from vbl_ros.mapping import KeyframeMap
 from vbl_ros.model import DescriptorExtractor, load_model
 
 pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.slow,
     pytest.mark.skipif(not LOCALIZE.exists(), reason=f"{LOCALIZE} not installed (pip install -e .)"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -53,11 +45,12 @@ def setup(tmp_path_factory):
     return {"model": model, "map": map_dir, "query": query}
 
 
-def test_live_and_offline_give_the_same_top1_keyframe_for_every_frame(setup, tmp_path: Path) -> None:
+def _replay_slowly(setup, tmp_path: Path, **options):
+    """The query bag into a fresh node at half the bag's 3 frames/s (for a ~10 ms network): the node
+    answers every frame."""
     from vbl_ros.ros.live import replay_live
 
-    # a slow pace (half the bag's 3 frames/s, for a ~10 ms network): the node answers every frame
-    run = replay_live(
+    return replay_live(
         setup["map"],
         setup["query"],
         tmp_path,
@@ -67,7 +60,12 @@ def test_live_and_offline_give_the_same_top1_keyframe_for_every_frame(setup, tmp
         rate=0.5,
         device="cpu",
         domain_id=unique_domain_id(),
+        **options,
     )
+
+
+def test_live_and_offline_give_the_same_top1_keyframe_for_every_frame(setup, tmp_path: Path) -> None:
+    run = _replay_slowly(setup, tmp_path)
     assert "ready" in run.node_log.read_text()
     assert (run.frames.sent, run.frames.processed, run.frames.dropped, run.frames.bad) == (19, 18, 0, 1), (
         run.diagnostics
@@ -112,25 +110,12 @@ def test_vbl_evaluate_live_writes_the_report_with_the_nodes_counts(
 def test_live_replay_with_the_bags_odometry_feeds_the_nodes_filter(setup, tmp_path: Path) -> None:
     """use_odometry live: the bag's odometry goes to the node's odometry input with the frames."""
     from vbl_ros.bags import ODOMETRY_TOPIC, open_reader
-    from vbl_ros.ros.live import replay_live
 
     repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
     params = tmp_path / "filtered.yaml"
     text = repo_params.read_text().replace("prior_mode: single", "prior_mode: filtered")
     params.write_text(text.replace("filter_confirm_frames: 10", "filter_confirm_frames: 3"))
-    run = replay_live(
-        setup["map"],
-        setup["query"],
-        tmp_path,
-        model=setup["model"],
-        camera_topic=CAMERA_TOPIC,
-        compressed=True,
-        rate=0.5,
-        device="cpu",
-        params_file=params,
-        odometry_topic=ODOMETRY_TOPIC,
-        domain_id=unique_domain_id(),
-    )
+    run = _replay_slowly(setup, tmp_path, params_file=params, odometry_topic=ODOMETRY_TOPIC)
     # the odometry's messages are not counted as frames; the node received them (the first ones may
     # go out before the node's odometry subscription is matched)
     with open_reader(setup["query"]) as reader:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from bag_fixtures import write_line_bag
 from evaluate_fixtures import at_s, line_map, query_bag, rewrite_bag, small_model
 
@@ -19,12 +18,7 @@ from vbl_ros.pipelines.evaluate import EvaluateConfig, localizer_config_from_par
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
