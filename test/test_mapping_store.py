@@ -41,6 +41,23 @@ def test_save_reload_and_grow(tmp_path) -> None:
     assert not list(tmp_path.glob(".m.*"))  # no temporary folders left
 
 
+def test_keyframes_added_one_at_a_time_between_reads_equal_one_add(tmp_path) -> None:
+    whole, desc = random_map(40)
+    pieces = KeyframeMap.create(DIM, "fp-a", ORIGIN)
+    for i, kf in enumerate(keyframes(40)):
+        pieces.add(desc[i : i + 1], [kf])
+        assert len(pieces) == i + 1
+        if i % 7 == 0:  # reads in between join what was added so far
+            assert pieces.keyframe(i) == kf and len(pieces.positions()) == i + 1
+            assert pieces.search(desc[i], 1)[1][0, 0] == i
+    for read in ("positions", "orientations", "stamps_ns"):
+        assert np.array_equal(getattr(pieces, read)(), getattr(whole, read)())
+    pieces.add(desc[:2], keyframes(2, start=40))  # not read before saving: saved all the same
+    again = KeyframeMap.load(pieces.save(tmp_path / "m"))
+    assert len(again) == 42 and again.keyframe(41).position == (41.0, 2.0, 0.5)
+    assert np.array_equal(again.descriptors()[:40], desc)
+
+
 def test_a_crash_mid_save_leaves_the_old_map_intact(tmp_path, monkeypatch) -> None:
     kmap, _ = random_map(20)
     path = kmap.save(tmp_path / "m")

@@ -100,6 +100,10 @@ class KeyframeMap:
         self._positions = np.zeros((0, 3), np.float64)
         self._orientations = np.zeros((0, 4), np.float64)
         self._latlon = np.zeros((0, 2), np.float64)
+        # keyframe rows added since the arrays above were last joined (joined once, when read:
+        # adding keyframes a few at a time to a large map must not copy the map each time)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
         self.index_config = index_config(index) if isinstance(index, str) else index
         self._index = new_index(self.index_config, self.dim, self.descriptors)
 
@@ -115,7 +119,18 @@ class KeyframeMap:
         return cls(dim, model_fingerprint, utm_origin, index)
 
     def __len__(self) -> int:
-        return len(self._stamps)
+        return len(self._stamps) + self._pending_rows
+
+    def _join_pending(self) -> None:
+        """Join the keyframe rows added since the last read into the arrays (one copy)."""
+        if not self._pending:
+            return
+        stamps, positions, orientations, latlon = zip(*self._pending, strict=True)
+        self._stamps = np.concatenate([self._stamps, *stamps])
+        self._positions = np.concatenate([self._positions, *positions])
+        self._orientations = np.concatenate([self._orientations, *orientations])
+        self._latlon = np.concatenate([self._latlon, *latlon])
+        self._pending, self._pending_rows = [], 0
 
     def __repr__(self) -> str:
         return (
@@ -135,14 +150,15 @@ class KeyframeMap:
             raise MapError("descriptors contain NaN or infinity")
         indexed_all = self._index.ntotal == len(self)
         self._blocks.append(desc.copy())
-        self._stamps = np.concatenate([self._stamps, [int(k.stamp_ns) for k in keyframes]]).astype(np.int64)
-        self._positions = np.concatenate([self._positions, np.array([k.position for k in keyframes], float)])
-        self._orientations = np.concatenate(
-            [self._orientations, np.array([k.orientation for k in keyframes], float)]
+        self._pending.append(
+            (
+                np.array([int(k.stamp_ns) for k in keyframes], np.int64),
+                np.array([k.position for k in keyframes], np.float64).reshape(-1, 3),
+                np.array([k.orientation for k in keyframes], np.float64).reshape(-1, 4),
+                np.array([(k.latitude, k.longitude) for k in keyframes], np.float64).reshape(-1, 2),
+            )
         )
-        self._latlon = np.concatenate(
-            [self._latlon, np.array([(k.latitude, k.longitude) for k in keyframes], float)]
-        )
+        self._pending_rows += len(keyframes)
         if indexed_all and self._index.ntotal:  # a built index grows now; an unbuilt one is built lazily
             self._index.add(self._blocks[-1])
 
@@ -158,6 +174,7 @@ class KeyframeMap:
         """Keyframe ``i`` (``0 <= i < len(self)``)."""
         if not 0 <= i < len(self):
             raise IndexError(f"keyframe {i} out of range (map has {len(self)})")
+        self._join_pending()
         return Keyframe(
             stamp_ns=int(self._stamps[i]),
             position=tuple(float(v) for v in self._positions[i]),  # type: ignore[arg-type]
@@ -168,21 +185,24 @@ class KeyframeMap:
 
     def positions(self) -> np.ndarray:
         """Keyframe positions ``(N, 3)`` in the map frame (ENU metres)."""
+        self._join_pending()
         return self._positions
 
     def orientations(self) -> np.ndarray:
         """Keyframe orientations ``(N, 4)`` quaternions x y z w."""
+        self._join_pending()
         return self._orientations
 
     def stamps_ns(self) -> np.ndarray:
         """Keyframe capture stamps ``(N,)`` int64 nanoseconds."""
+        self._join_pending()
         return self._stamps
 
     def spacing_m(self) -> float:
         """Median distance between consecutive keyframes (nan with fewer than 2)."""
         if len(self) < 2:
             return math.nan
-        steps = np.linalg.norm(np.diff(self._positions, axis=0), axis=1)
+        steps = np.linalg.norm(np.diff(self.positions(), axis=0), axis=1)
         steps = steps[steps > 1e-6]
         return float(np.median(steps)) if len(steps) else math.nan
 
@@ -265,6 +285,7 @@ class KeyframeMap:
             np.save(f, np.ascontiguousarray(desc, dtype=np.float32))
             f.flush()
             os.fsync(f.fileno())
+        self._join_pending()
         db = sqlite3.connect(folder / _KEYFRAMES)
         try:
             db.execute(
