@@ -20,8 +20,10 @@ Runtimes (``runtime``):
 - ``auto``: the fastest runtime installed for the device, by a rule the benchmarks justify
   (``benchmarks/README.md``, descriptor_runtimes.py: on one CPU thread, ONNX Runtime fp32 ran the
   default model 2-4x faster than eager PyTorch with the same top-1 for every demo query, and was
-  ahead of OpenVINO fp32 on 2 threads; it holds 50 MiB less). On the CPU: ``onnxruntime``, else
-  ``openvino``, for an ONNX export *and* for a vbl model file, which is then exported to ONNX once
+  ahead of OpenVINO fp32 on 2 threads; it holds 50 MiB less; OpenVINO bf16 was faster still and kept
+  the demo's recall, precision_recall.py). On the CPU: with ``precision="auto"`` (the node's
+  default) and a CPU that runs bf16 natively (:func:`bf16_native`), ``openvino`` in bf16; otherwise
+  ``onnxruntime``, else ``openvino``, in fp32, for an ONNX export *and* for a vbl model file, which is then exported to ONNX once
   and kept in the export cache (:func:`export_cache_dir`, keyed by the file's SHA-256 or the default
   model's fingerprint; a later start loads the cached file); a vbl model file runs in ``torch`` only
   when no ONNX runtime is installed. A TorchScript export runs in ``torch``. On a GPU: a vbl model
@@ -38,6 +40,7 @@ cores to the robot's other processes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -61,6 +64,7 @@ __all__ = [
     "ExportedExtractor",
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
+    "bf16_native",
     "build_extractor",
     "choose_runtime",
     "export_cache_dir",
@@ -71,9 +75,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
-#: Compute precision; ``None`` = the runtime's default (fp32; fp16 for eager PyTorch on CUDA).
-#: int8 is not a runtime setting but a quantised export (its metadata says ``precision: int8``).
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: Compute precision; ``None`` = the runtime's default (fp32; fp16 for eager PyTorch on CUDA);
+#: ``auto`` = the fastest that keeps retrieval (:func:`build_extractor`: bf16 in OpenVINO on a CPU
+#: with native bf16, else the runtime's default). int8 is not a runtime setting but a quantised
+#: export (its metadata says ``precision: int8``).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 #: The package(s) each runtime comes from, named in the error when it is missing.
 PACKAGES = {
@@ -121,6 +127,24 @@ def _require(runtime: str) -> None:
         raise RuntimeUnavailableError(
             f"runtime {runtime!r} is not installed: pip install {PACKAGES[runtime].replace(' and ', ' ')}"
         )
+
+
+@functools.cache
+def bf16_native() -> bool:
+    """Whether OpenVINO runs bf16 natively on this CPU (``False`` when OpenVINO is not installed).
+
+    Native: the CPU plugin lists ``BF16`` in ``OPTIMIZATION_CAPABILITIES`` *and* its own default
+    ``INFERENCE_PRECISION_HINT`` is bf16 (it is on CPUs with AVX512-BF16 or AMX; elsewhere bf16
+    would be emulated, slower than fp32).
+    """
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    import openvino as ov
+
+    cpu = ov.Core()
+    capabilities = cpu.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    hint = cpu.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return "BF16" in capabilities and hint == ov.Type.bf16
 
 
 def _cpu_count() -> int:
@@ -303,13 +327,14 @@ def _wants_cuda(device: str) -> bool:
     return device.startswith("cuda")
 
 
-def choose_runtime(kind: str, device: str = "auto") -> str:
+def choose_runtime(kind: str, device: str = "auto", precision: str | None = None) -> str:
     """The runtime ``auto`` picks for a model file of ``kind`` (``vbl-model``, ``torchscript``, ``onnx``).
 
     On a GPU: a vbl model file or a TorchScript export in ``torch``; an ONNX export in ``tensorrt`` >
     ``onnxruntime`` (CUDA). On the CPU: TorchScript in ``torch``; an ONNX export or a vbl model file
-    (exported once, cached) in ``onnxruntime`` > ``openvino``; a vbl model file in ``torch`` when
-    neither is installed.
+    (exported once, cached) in ``openvino`` when ``precision`` is ``auto`` and the CPU runs bf16
+    natively (:func:`bf16_native`), else ``onnxruntime`` > ``openvino``; a vbl model file in
+    ``torch`` when neither is installed.
 
     Raises:
         RuntimeUnavailableError: an ONNX file and no ONNX runtime installed for the device.
@@ -327,6 +352,8 @@ def choose_runtime(kind: str, device: str = "auto") -> str:
         raise RuntimeUnavailableError(
             f"an ONNX model on {device}: no ONNX Runtime with CUDA installed; pip install onnxruntime-gpu"
         )
+    if precision == "auto" and bf16_native():
+        return "openvino"
     for runtime in ("onnxruntime", "openvino"):
         if importlib.util.find_spec(_MODULES[runtime]) is not None:
             return runtime
@@ -380,7 +407,10 @@ def build_extractor(
             torch's setting, as before).
         batch_size: images per run.
         precision: ``fp32``, ``bf16`` (OpenVINO on a CPU with bf16), ``fp16`` (eager PyTorch on CUDA,
-            TensorRT); ``None`` = the runtime's default (fp32; eager PyTorch on CUDA: fp16).
+            TensorRT); ``None`` = the runtime's default (fp32; eager PyTorch on CUDA: fp16);
+            ``auto`` (the node's default) = bf16 in OpenVINO on a CPU that runs it natively
+            (:func:`bf16_native`; with ``runtime="auto"`` OpenVINO is then chosen), else the
+            runtime's default; an int8 export runs as exported.
         warmup: run one batch at construction.
 
     Raises:
@@ -393,7 +423,7 @@ def build_extractor(
     kind = "vbl-model" if model is None else model_file_format(model)
     chosen = runtime == "auto"
     if chosen:
-        runtime = choose_runtime(kind, device)
+        runtime = choose_runtime(kind, device, precision)
     _require(runtime)
     if runtime == "openvino" and device.startswith("cuda"):
         raise ConfigError(
@@ -420,7 +450,7 @@ def build_extractor(
             # device auto: a GPU build of ONNX Runtime on a machine whose GPU cannot be used -> the CPU
             if device != "auto" or not _wants_cuda(device) or (runtime == "tensorrt" and not chosen):
                 raise
-            fallback = choose_runtime("onnx", "cpu") if chosen else runtime
+            fallback = choose_runtime("onnx", "cpu", precision) if chosen else runtime
             logger.warning("%s; running %s on the CPU instead", err, fallback)
             return _onnx_extractor(path, fallback, "cpu", threads, batch_size, precision, warmup)
 
@@ -444,6 +474,9 @@ def _onnx_extractor(
     warmup: bool,
 ) -> ExportedExtractor:
     metadata = read_metadata(path)
+    if precision == "auto":
+        native = runtime == "openvino" and metadata.precision != "int8" and bf16_native()
+        precision = "bf16" if native else None
     if metadata.precision == "int8" and precision not in (None, "fp32"):
         raise ConfigError(f"{path}: an int8 export runs as exported; leave precision unset")
     backend: Backend
@@ -541,6 +574,8 @@ def _torch_extractor(
         )
     from vbl_ros.model.extractor import DescriptorExtractor, resolve_device
 
+    if precision == "auto":  # eager PyTorch and TorchScript: their default (fp32; fp16 on CUDA)
+        precision = None
     if kind == "torchscript":
         from vbl_ros.export.torchscript import TorchScriptBackend
 
