@@ -24,8 +24,9 @@ Runtimes (``runtime``):
   the demo's recall, precision_recall.py). On the CPU: with ``precision="auto"`` (the node's
   default) and a CPU that runs bf16 natively (:func:`bf16_native`), ``openvino`` in bf16; otherwise
   ``onnxruntime``, else ``openvino``, in fp32, for an ONNX export *and* for a vbl model file, which is then exported to ONNX once
-  and kept in the export cache (:func:`export_cache_dir`, keyed by the file's SHA-256 or the default
-  model's fingerprint; a later start loads the cached file); a vbl model file runs in ``torch`` only
+  and kept in the export cache (:mod:`vbl_ros.export.cache`, keyed by the file's SHA-256 or, for
+  the default model, by what makes it, computed without torch; a later start loads the cached file
+  and never imports torch); a vbl model file runs in ``torch`` only
   when no ONNX runtime is installed. A TorchScript export runs in ``torch``. On a GPU: a vbl model
   file or TorchScript in ``torch`` (fp16), an ONNX file in ``tensorrt``, else ``onnxruntime`` (CUDA).
 
@@ -41,7 +42,6 @@ cores to the robot's other processes.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vbl_ros.errors import ConfigError, ModelError, RuntimeUnavailableError
+from vbl_ros.export.cache import export_cache_dir, model_cache_key
 from vbl_ros.export.metadata import INPUT_NAME, OUTPUT_NAME, ExportMetadata, model_file_format, read_metadata
 from vbl_ros.images import resize_batch
 
@@ -129,16 +130,18 @@ def _require(runtime: str) -> None:
         )
 
 
-@functools.cache
 def bf16_native() -> bool:
-    """Whether OpenVINO runs bf16 natively on this CPU (``False`` when OpenVINO is not installed).
+    """Whether OpenVINO is installed and runs bf16 natively on this CPU.
 
     Native: the CPU plugin lists ``BF16`` in ``OPTIMIZATION_CAPABILITIES`` *and* its own default
     ``INFERENCE_PRECISION_HINT`` is bf16 (it is on CPUs with AVX512-BF16 or AMX; elsewhere bf16
     would be emulated, slower than fp32).
     """
-    if importlib.util.find_spec("openvino") is None:
-        return False
+    return importlib.util.find_spec("openvino") is not None and _openvino_cpu_bf16()
+
+
+@functools.cache
+def _openvino_cpu_bf16() -> bool:
     import openvino as ov
 
     cpu = ov.Core()
@@ -364,15 +367,6 @@ def choose_runtime(kind: str, device: str = "auto", precision: str | None = None
     )
 
 
-def export_cache_dir() -> Path:
-    """Where ONNX exports of vbl model files are kept between starts: ``$VBL_CACHE_DIR/exports``, else
-    ``$XDG_CACHE_HOME/vbl/exports``, else ``~/.cache/vbl/exports``. Deleting it is always safe."""
-    if os.environ.get("VBL_CACHE_DIR"):
-        return Path(os.environ["VBL_CACHE_DIR"]) / "exports"
-    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "vbl" / "exports"
-
-
 def _check_args(runtime: str, device: str, threads: int | None, precision: str | None) -> None:
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
@@ -514,28 +508,13 @@ def _export_to_onnx(net, out: Path) -> Path:
     return export_onnx(net, out, overwrite=True)
 
 
-def _cache_key(model: Path | str | None) -> tuple[str, Any]:
-    """``(key, net or None)``: a model file's SHA-256, or the default model's fingerprint (loads it)."""
-    if model is not None:
-        digest = hashlib.sha256()
-        with open(model, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:32], None
-    from vbl_ros.model.io import model_fingerprint
-
-    net = _load_net(None)
-    return "default-" + model_fingerprint(net)[:32], net
-
-
 def _cached_export(model: Path | str | None) -> Path | None:
     """The cached ONNX export of ``model`` (made now if missing); ``None`` if the cache cannot be written.
 
     A cached file that cannot be read (e.g. cut short by a full disk) is made again; the export is
     written atomically, so two processes exporting at once both end with a whole file.
     """
-    key, net = _cache_key(model)
-    path = export_cache_dir() / f"{key}.onnx"
+    path = export_cache_dir() / f"{model_cache_key(model)}.onnx"  # computed without loading the model
     if path.is_file():
         try:
             read_metadata(path)
@@ -550,7 +529,7 @@ def _cached_export(model: Path | str | None) -> Path | None:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _export_to_onnx(net if net is not None else _load_net(model), path)
+        return _export_to_onnx(_load_net(model), path)
     except OSError as err:
         logger.warning(
             "cannot cache the ONNX export in %s (%s); exporting to a temporary file", path.parent, err
