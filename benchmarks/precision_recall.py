@@ -18,6 +18,15 @@ ONNX Runtime and OpenVINO. The model is the embedded default (EfficientNet-Lite0
     .venv/bin/python benchmarks/precision_recall.py demo_out/bags/map_* demo_out/bags/query_*
 
 writes ``benchmarks/results/precision_recall.json``.
+
+``--priors MAP_DIR`` scores the localizer itself, as ``vbl evaluate --offline`` does (the one
+scoring routine: recall, pose priors, their errors), on an existing map (the demo's, built in eager
+PyTorch fp32) with the query drive's descriptors in eager PyTorch fp32, ONNX Runtime fp32, OpenVINO
+bf16 and the node's default (``auto``/``auto``), each on one thread as the node runs:
+
+    .venv/bin/python benchmarks/precision_recall.py --priors demo_out/map_spacing2m demo_out/bags/map_* demo_out/bags/query_*
+
+writes ``benchmarks/results/precision_priors.json``.
 """
 
 from __future__ import annotations
@@ -152,12 +161,72 @@ def main(
     return write_results(NAME, payload, out)
 
 
+#: (runtime, precision) of the --priors comparison: the fp32 reference, the fp32 default before, bf16,
+#: and the node's default on this machine
+PRIOR_CONFIGS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "bf16"), ("auto", "auto"))
+
+
+def priors(map_dir: Path, query_bag: Path, *, out: Path | None = None) -> Path:
+    """The localizer's figures (``vbl evaluate --offline``) per runtime and precision on an existing map."""
+    from vbl_ros.evaluation import load_report
+    from vbl_ros.pipelines.evaluate import EvaluateConfig, evaluate
+
+    t_start = time.perf_counter()
+    info = machine()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vbl-precision-priors-") as tmp:
+        for runtime, precision in PRIOR_CONFIGS:
+            config = EvaluateConfig(offline=True, device="cpu", runtime=runtime, precision=precision)
+            report = load_report(
+                evaluate(map_dir, [query_bag], Path(tmp) / f"{runtime}-{precision}", config=config)
+            )
+            figures = report.all
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "precision": precision,
+                    "ran": report.meta["descriptor"].rpartition(": ")[2],
+                    "R@1": 100 * figures.recall_at[1],
+                    "R@5": 100 * figures.recall_at[5],
+                    "priors": figures.priors_published,
+                    "prior_precision": 100 * figures.prior_precision,
+                    "prior_error_median_m": figures.prior_error_median_m,
+                    "prior_error_p95_m": figures.prior_error_p95_m,
+                    "heading_error_p95_deg": figures.heading_error_p95_deg,
+                    "map_matches_ap": figures.map_matches.average_precision,
+                    "latency_p50_ms": figures.latency.p50_ms if figures.latency else None,
+                }
+            )
+            log.info("%s %s: %s", runtime, precision, figures.summary())
+    columns = list(rows[0])
+    print(table(rows, columns))
+    payload = {
+        "benchmark": "precision_priors",
+        "command": " ".join(["benchmarks/precision_recall.py", *sys.argv[1:]]),
+        "machine": info,
+        "map_dir": str(map_dir),
+        "query_bag": str(query_bag),
+        "rows": rows,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    return write_results("precision_priors", payload, out)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("map_bag", type=Path)
     p.add_argument("query_bag", type=Path)
     p.add_argument("--spacing", type=float, default=2.0, help="metres between map keyframes (the demo's 2)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--priors",
+        type=Path,
+        metavar="MAP_DIR",
+        help="instead: the localizer's figures (vbl evaluate --offline) per runtime on this existing map",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"results: {main(a.map_bag, a.query_bag, spacing_m=a.spacing, threads=a.threads)}")
+    if a.priors is not None:
+        print(f"results: {priors(a.priors, a.query_bag)}")
+    else:
+        print(f"results: {main(a.map_bag, a.query_bag, spacing_m=a.spacing, threads=a.threads)}")

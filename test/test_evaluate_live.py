@@ -19,7 +19,14 @@ from vbl_ros.cli import main
 from vbl_ros.evaluation import localize_bag
 from vbl_ros.localizer import Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
-from vbl_ros.model import DescriptorExtractor, load_model
+from vbl_ros.pipelines.evaluate import (
+    EvaluateConfig,
+    descriptor_settings,
+    offline_extractor,
+    write_node_params,
+)
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -64,16 +71,29 @@ def _replay_slowly(setup, tmp_path: Path, **options):
     )
 
 
-def test_live_and_offline_give_the_same_top1_keyframe_for_every_frame(setup, tmp_path: Path) -> None:
-    run = _replay_slowly(setup, tmp_path)
-    assert "ready" in run.node_log.read_text()
+@pytest.mark.parametrize(
+    "options",
+    [
+        EvaluateConfig(device="cpu"),  # the node's defaults: runtime auto, precision auto
+        EvaluateConfig(device="cpu", runtime="torch", precision="fp32"),
+    ],
+    ids=["defaults", "torch-fp32"],
+)
+def test_live_and_offline_give_the_same_top1_keyframe_for_every_frame(
+    setup, tmp_path: Path, options: EvaluateConfig
+) -> None:
+    """Offline builds the node's extractor from the same parameters (vbl evaluate's two modes agree)."""
+    params = write_node_params(REPO_PARAMS, options, tmp_path / "params")
+    run = _replay_slowly(setup, tmp_path, params_file=params)
+    log = run.node_log.read_text()
+    assert "ready" in log
     assert (run.frames.sent, run.frames.processed, run.frames.dropped, run.frames.bad) == (19, 18, 0, 1), (
         run.diagnostics
     )
-    keyframe_map = KeyframeMap.load(setup["map"])
-    localizer = Localizer(
-        DescriptorExtractor(load_model(setup["model"]), "cpu"), keyframe_map, LocalizerConfig()
-    )
+    extractor = offline_extractor(setup["model"], descriptor_settings(params, options))
+    assert f"descriptor runtime {extractor.runtime} " in log  # the node ran the same runtime
+    assert run.diagnostics["runtime"] == extractor.runtime
+    localizer = Localizer(extractor, KeyframeMap.load(setup["map"]), LocalizerConfig())
     offline = localize_bag(localizer, setup["query"])
 
     assert [r.stamp_ns for r in run.results] == [r.stamp_ns for r in offline], run.diagnostics

@@ -13,7 +13,13 @@ from evaluate_fixtures import at_s, line_map, query_bag, rewrite_bag, small_mode
 from vbl_ros.cli import main
 from vbl_ros.errors import ConfigError
 from vbl_ros.localizer import LocalizerConfig
-from vbl_ros.pipelines.evaluate import EvaluateConfig, localizer_config_from_params
+from vbl_ros.pipelines.evaluate import (
+    DescriptorSettings,
+    EvaluateConfig,
+    descriptor_settings,
+    localizer_config_from_params,
+    write_node_params,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -193,6 +199,53 @@ def test_the_localizer_settings_come_from_the_nodes_params_file(tmp_path: Path) 
         EvaluateConfig(device="tpu")
     assert EvaluateConfig(use_odometry=True).use_odometry  # live too: the bag's odometry is replayed
     assert np.isfinite(EvaluateConfig().evaluation.threshold_m)
+
+
+def test_the_descriptor_settings_are_the_nodes_with_the_options_on_top(tmp_path: Path) -> None:
+    """Offline runs the network as the node would: runtime, precision, threads from its params file."""
+    repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
+    # the packaged file states the node's defaults; its empty precision is auto, as the node reads it
+    assert descriptor_settings(repo_params) == DescriptorSettings("auto", "auto", 1, "auto")
+    params = tmp_path / "robot.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    runtime: onnxruntime\n    inference_threads: 2\n"
+        "localize:\n  ros__parameters:\n    precision: fp32\n"
+    )
+    assert descriptor_settings(params) == DescriptorSettings("onnxruntime", "fp32", 2, "auto")
+    options = EvaluateConfig(runtime="openvino", precision="bf16", device="cpu")
+    assert descriptor_settings(params, options) == DescriptorSettings("openvino", "bf16", 2, "cpu")
+
+    # live: the options go into the node's parameters, in every entry that applies to it
+    written = write_node_params(params, options, tmp_path / "logs")
+    assert written == tmp_path / "logs" / "localize_params.yaml"
+    assert descriptor_settings(written) == DescriptorSettings("openvino", "bf16", 2, "auto")
+    assert localizer_config_from_params(written) == localizer_config_from_params(params)
+    assert write_node_params(params, EvaluateConfig(), tmp_path / "none") == params  # nothing to override
+
+    params.write_text("/**:\n  ros__parameters:\n    runtime: tflite\n")
+    with pytest.raises(ConfigError, match=r"robot\.yaml: runtime"):
+        descriptor_settings(params)
+    with pytest.raises(ConfigError, match="precision"):
+        EvaluateConfig(precision="int4")
+    with pytest.raises(ConfigError, match="inference_threads"):
+        EvaluateConfig(inference_threads=0)
+
+
+def test_offline_runs_the_runtime_it_is_given(setup, tmp_path: Path) -> None:
+    """--runtime / --precision: the report says what ran, and fp32 runtimes give the same figures."""
+    reports = {}
+    for runtime in ("torch", "onnxruntime"):
+        out = tmp_path / runtime
+        extra = ("--runtime", runtime, "--precision", "fp32", "--device", "cpu")
+        assert _evaluate(setup, out, setup["query"], extra=extra) == 0
+        reports[runtime] = json.loads((out / "report.json").read_text())
+        meta = reports[runtime]["meta"]
+        assert f"runtime {runtime}, precision fp32, 1 thread(s)" in meta["descriptor"]
+        assert meta["descriptor"].endswith(f": {runtime} fp32")
+        assert f"--runtime {runtime} --precision fp32" in meta["command"]
+    torch_run, ort_run = (reports[r]["queries"]["sunny"] for r in ("torch", "onnxruntime"))
+    assert ort_run["recall_at"] == torch_run["recall_at"]
+    assert ort_run["availability"] == torch_run["availability"]
 
 
 def test_filtered_priors_with_the_bags_odometry(setup, tmp_path: Path) -> None:

@@ -17,10 +17,13 @@ from export_fixtures import Exported, small_exports, street_frames
 from vbl_ros.cli import main
 from vbl_ros.errors import BadFrameError, ConfigError, RuntimeUnavailableError
 from vbl_ros.export import build_extractor, choose_runtime, installed_runtimes
+from vbl_ros.export.cache import DEFAULT_WEIGHTS, default_model_key
 from vbl_ros.export.onnx import PARITY_COSINE
+from vbl_ros.export.runtimes import bf16_native
 from vbl_ros.images import resize_batch
 from vbl_ros.mapping import KeyframeMap, MapConfig, build_map
-from vbl_ros.model import DescriptorExtractor, InputTransform, ModelConfig
+from vbl_ros.model import DescriptorExtractor, InputTransform, ModelConfig, default_model, model_fingerprint
+from vbl_ros.model.backbones import efficientnet_lite_weights_path
 
 HAS_CUDA_ORT = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -171,6 +174,65 @@ def test_openvino_bf16_keeps_the_ranking_where_the_cpu_has_bf16(exports) -> None
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert (a * b).sum(1).min() > 0.99  # bf16 keeps 8 bits of mantissa: close, not the fp32 parity
     assert np.array_equal((bf16(queries) @ a.T).argmax(1), (fp32(queries) @ b.T).argmax(1))
+
+
+def test_precision_auto_is_bf16_in_openvino_on_a_cpu_with_native_bf16_else_fp32(exports, monkeypatch) -> None:
+    """The node's default precision: OpenVINO bf16 where the CPU runs bf16 natively, fp32 elsewhere."""
+    e = exports["gem"]
+    fp32_runtime = "onnxruntime" if "onnxruntime" in installed_runtimes() else "openvino"
+    native = bf16_native()
+    chosen = build_extractor(e.onnx, device="cpu", threads=1, precision="auto", warmup=False)
+    assert (chosen.runtime, chosen.precision) == (("openvino", "bf16") if native else (fp32_runtime, "fp32"))
+    assert build_extractor(e.model, runtime="torch", device="cpu", precision="auto").precision == "fp32"
+    ort_auto = build_extractor(e.onnx, runtime="onnxruntime", device="cpu", precision="auto", warmup=False)
+    assert ort_auto.precision == "fp32"
+    # unset (the map builder's choice) stays fp32 in the fp32 runtime
+    unset = build_extractor(e.onnx, device="cpu", threads=1, warmup=False)
+    assert (unset.runtime, unset.precision) == (fp32_runtime, "fp32")
+    # without OpenVINO, auto is ONNX Runtime fp32
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert not bf16_native()
+    without = build_extractor(e.onnx, device="cpu", threads=1, precision="auto", warmup=False)
+    assert (without.runtime, without.precision) == ("onnxruntime", "fp32")
+
+
+CACHED_DEFAULT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import vbl_ros.localizer, vbl_ros.mapping
+    from vbl_ros.export import build_extractor
+    extractor = build_extractor(None, runtime=sys.argv[1], device="cpu", threads=1, precision="auto")
+    out = extractor([np.full((48, 64, 3), 100, np.uint8)])
+    rss_mb = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+    print(json.dumps({"torch": "torch" in sys.modules, "norm": float(np.linalg.norm(out)),
+                      "fingerprint": extractor.fingerprint, "rss_mb": rss_mb, "runtime": extractor.runtime}))
+    """
+)
+
+
+def test_a_cached_start_of_the_default_model_needs_no_torch(tmp_path: Path, monkeypatch) -> None:
+    """The default model's cache key is computed without building it: a cached start never imports torch."""
+    module, filename = DEFAULT_WEIGHTS  # the file the default backbone loads, found without torch
+    weights = efficientnet_lite_weights_path(ModelConfig().backbone)
+    assert (weights.parent.parent.name, weights.name) == (module, filename)
+    monkeypatch.setenv("VBL_CACHE_DIR", str(tmp_path / "cache"))
+    key = default_model_key()
+    assert key.startswith("default-") and key == default_model_key()
+    first = build_extractor(None, runtime="onnxruntime", device="cpu", threads=1, warmup=False)  # exports
+    assert [p.name for p in (tmp_path / "cache" / "exports").iterdir()] == [f"{key}.onnx"]
+    fingerprint = model_fingerprint(default_model())
+    assert first.fingerprint == fingerprint
+    for runtime in ("auto", "onnxruntime"):
+        result = subprocess.run(
+            [sys.executable, "-c", CACHED_DEFAULT, runtime], capture_output=True, text=True, timeout=180
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["torch"] is False, report
+        assert report["fingerprint"] == fingerprint and report["norm"] == pytest.approx(1.0, abs=1e-5)
+        assert report["rss_mb"] < 400, report  # the issue's node budget
+    assert [p.name for p in (tmp_path / "cache" / "exports").iterdir()] == [f"{key}.onnx"]  # not made again
 
 
 @pytest.fixture(scope="module")

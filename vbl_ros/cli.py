@@ -7,7 +7,7 @@ vbl build-map BAG [BAG ...] --out MAP [--overwrite | --add] [--model MODEL | --a
 vbl export MODEL --format onnx|torchscript --out FILE [--overwrite]
 vbl train [--config TRAIN_YAML] --out RUN_DIR [--train-bags BAG ...] [--val-bag BAG --map-bag BAG] [--overwrite] | --resume RUN_DIR
 vbl demo [--out DIR]
-vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline] [--use-odometry] [--rate X] [--threshold M] QUERY_BAG...
+vbl evaluate --map MAP [--model M] --out REPORT_DIR [--offline] [--use-odometry] [--rate X] [--threshold M] [--runtime R] [--precision P] QUERY_BAG...
 vbl evaluate --compare REPORT_DIR... --out DIR
 vbl repair-map MAP
 
@@ -29,7 +29,7 @@ from vbl_ros.bags import check_bags
 from vbl_ros.config import load_yaml
 from vbl_ros.errors import OutputExistsError, VblError
 from vbl_ros.export.metadata import FILE_FORMATS
-from vbl_ros.export.runtimes import RUNTIMES
+from vbl_ros.export.runtimes import PRECISIONS, RUNTIMES
 from vbl_ros.files import check_output, output_error, tree_size
 from vbl_ros.mapping.indexes import INDEXES
 
@@ -222,6 +222,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         params_file=None if args.params is None else str(args.params),
         camera_topic=args.camera_topic,
         use_odometry=args.use_odometry or None,
+        runtime=args.runtime,
+        precision=args.precision,
     )
     if config.offline and args.rate is not None:
         raise ConfigError("--rate sets the live replay's pace; --offline runs as fast as it goes: drop one")
@@ -233,6 +235,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     command += [] if args.model is None else ["--model", str(args.model)]
     command += ["--offline"] if config.offline else ["--rate", f"{config.rate:g}"]
     command += ["--use-odometry"] if config.use_odometry else []
+    command += [] if config.runtime is None else ["--runtime", config.runtime]
+    command += [] if config.precision is None else ["--precision", config.precision]
     command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
     check_bags(args.bags)
     check_output(args.out, 16 * MIB, "report")
@@ -450,6 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, metavar="M", help="success radius in metres (default 25)"
     )
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the network runs")
+    evaluate.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="descriptor runtime, live (given to the node) and offline alike (default: the node's, "
+        "from --params: auto)",
+    )
+    evaluate.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="descriptor precision, live and offline alike (default: the node's, from --params: auto = "
+        "bf16 in OpenVINO on a CPU with native bf16, else fp32)",
+    )
     evaluate.add_argument(
         "--params", type=Path, help="the node's parameters file (default: the package's config/localize.yaml)"
     )

@@ -20,10 +20,13 @@ Runtimes (``runtime``):
 - ``auto``: the fastest runtime installed for the device, by a rule the benchmarks justify
   (``benchmarks/README.md``, descriptor_runtimes.py: on one CPU thread, ONNX Runtime fp32 ran the
   default model 2-4x faster than eager PyTorch with the same top-1 for every demo query, and was
-  ahead of OpenVINO fp32 on 2 threads; it holds 50 MiB less). On the CPU: ``onnxruntime``, else
-  ``openvino``, for an ONNX export *and* for a vbl model file, which is then exported to ONNX once
-  and kept in the export cache (:func:`export_cache_dir`, keyed by the file's SHA-256 or the default
-  model's fingerprint; a later start loads the cached file); a vbl model file runs in ``torch`` only
+  ahead of OpenVINO fp32 on 2 threads; it holds 50 MiB less; OpenVINO bf16 was faster still and kept
+  the demo's recall, precision_recall.py). On the CPU: with ``precision="auto"`` (the node's
+  default) and a CPU that runs bf16 natively (:func:`bf16_native`), ``openvino`` in bf16; otherwise
+  ``onnxruntime``, else ``openvino``, in fp32, for an ONNX export *and* for a vbl model file, which is then exported to ONNX once
+  and kept in the export cache (:mod:`vbl_ros.export.cache`, keyed by the file's SHA-256 or, for
+  the default model, by what makes it, computed without torch; a later start loads the cached file
+  and never imports torch); a vbl model file runs in ``torch`` only
   when no ONNX runtime is installed. A TorchScript export runs in ``torch``. On a GPU: a vbl model
   file or TorchScript in ``torch`` (fp16), an ONNX file in ``tensorrt``, else ``onnxruntime`` (CUDA).
 
@@ -38,7 +41,7 @@ cores to the robot's other processes.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib.util
 import logging
 import os
@@ -50,6 +53,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vbl_ros.errors import ConfigError, ModelError, RuntimeUnavailableError
+from vbl_ros.export.cache import export_cache_dir, model_cache_key
 from vbl_ros.export.metadata import INPUT_NAME, OUTPUT_NAME, ExportMetadata, model_file_format, read_metadata
 from vbl_ros.images import resize_batch
 
@@ -61,6 +65,7 @@ __all__ = [
     "ExportedExtractor",
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
+    "bf16_native",
     "build_extractor",
     "choose_runtime",
     "export_cache_dir",
@@ -71,9 +76,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
-#: Compute precision; ``None`` = the runtime's default (fp32; fp16 for eager PyTorch on CUDA).
-#: int8 is not a runtime setting but a quantised export (its metadata says ``precision: int8``).
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: Compute precision; ``None`` = the runtime's default (fp32; fp16 for eager PyTorch on CUDA);
+#: ``auto`` = the fastest that keeps retrieval (:func:`build_extractor`: bf16 in OpenVINO on a CPU
+#: with native bf16, else the runtime's default). int8 is not a runtime setting but a quantised
+#: export (its metadata says ``precision: int8``).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 #: The package(s) each runtime comes from, named in the error when it is missing.
 PACKAGES = {
@@ -121,6 +128,26 @@ def _require(runtime: str) -> None:
         raise RuntimeUnavailableError(
             f"runtime {runtime!r} is not installed: pip install {PACKAGES[runtime].replace(' and ', ' ')}"
         )
+
+
+def bf16_native() -> bool:
+    """Whether OpenVINO is installed and runs bf16 natively on this CPU.
+
+    Native: the CPU plugin lists ``BF16`` in ``OPTIMIZATION_CAPABILITIES`` *and* its own default
+    ``INFERENCE_PRECISION_HINT`` is bf16 (it is on CPUs with AVX512-BF16 or AMX; elsewhere bf16
+    would be emulated, slower than fp32).
+    """
+    return importlib.util.find_spec("openvino") is not None and _openvino_cpu_bf16()
+
+
+@functools.cache
+def _openvino_cpu_bf16() -> bool:
+    import openvino as ov
+
+    cpu = ov.Core()
+    capabilities = cpu.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    hint = cpu.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return "BF16" in capabilities and hint == ov.Type.bf16
 
 
 def _cpu_count() -> int:
@@ -303,13 +330,14 @@ def _wants_cuda(device: str) -> bool:
     return device.startswith("cuda")
 
 
-def choose_runtime(kind: str, device: str = "auto") -> str:
+def choose_runtime(kind: str, device: str = "auto", precision: str | None = None) -> str:
     """The runtime ``auto`` picks for a model file of ``kind`` (``vbl-model``, ``torchscript``, ``onnx``).
 
     On a GPU: a vbl model file or a TorchScript export in ``torch``; an ONNX export in ``tensorrt`` >
     ``onnxruntime`` (CUDA). On the CPU: TorchScript in ``torch``; an ONNX export or a vbl model file
-    (exported once, cached) in ``onnxruntime`` > ``openvino``; a vbl model file in ``torch`` when
-    neither is installed.
+    (exported once, cached) in ``openvino`` when ``precision`` is ``auto`` and the CPU runs bf16
+    natively (:func:`bf16_native`), else ``onnxruntime`` > ``openvino``; a vbl model file in
+    ``torch`` when neither is installed.
 
     Raises:
         RuntimeUnavailableError: an ONNX file and no ONNX runtime installed for the device.
@@ -327,6 +355,8 @@ def choose_runtime(kind: str, device: str = "auto") -> str:
         raise RuntimeUnavailableError(
             f"an ONNX model on {device}: no ONNX Runtime with CUDA installed; pip install onnxruntime-gpu"
         )
+    if precision == "auto" and bf16_native():
+        return "openvino"
     for runtime in ("onnxruntime", "openvino"):
         if importlib.util.find_spec(_MODULES[runtime]) is not None:
             return runtime
@@ -335,15 +365,6 @@ def choose_runtime(kind: str, device: str = "auto") -> str:
     raise RuntimeUnavailableError(
         "an ONNX model needs an ONNX runtime, and none is installed: pip install onnxruntime (or openvino)"
     )
-
-
-def export_cache_dir() -> Path:
-    """Where ONNX exports of vbl model files are kept between starts: ``$VBL_CACHE_DIR/exports``, else
-    ``$XDG_CACHE_HOME/vbl/exports``, else ``~/.cache/vbl/exports``. Deleting it is always safe."""
-    if os.environ.get("VBL_CACHE_DIR"):
-        return Path(os.environ["VBL_CACHE_DIR"]) / "exports"
-    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "vbl" / "exports"
 
 
 def _check_args(runtime: str, device: str, threads: int | None, precision: str | None) -> None:
@@ -380,7 +401,10 @@ def build_extractor(
             torch's setting, as before).
         batch_size: images per run.
         precision: ``fp32``, ``bf16`` (OpenVINO on a CPU with bf16), ``fp16`` (eager PyTorch on CUDA,
-            TensorRT); ``None`` = the runtime's default (fp32; eager PyTorch on CUDA: fp16).
+            TensorRT); ``None`` = the runtime's default (fp32; eager PyTorch on CUDA: fp16);
+            ``auto`` (the node's default) = bf16 in OpenVINO on a CPU that runs it natively
+            (:func:`bf16_native`; with ``runtime="auto"`` OpenVINO is then chosen), else the
+            runtime's default; an int8 export runs as exported.
         warmup: run one batch at construction.
 
     Raises:
@@ -393,7 +417,7 @@ def build_extractor(
     kind = "vbl-model" if model is None else model_file_format(model)
     chosen = runtime == "auto"
     if chosen:
-        runtime = choose_runtime(kind, device)
+        runtime = choose_runtime(kind, device, precision)
     _require(runtime)
     if runtime == "openvino" and device.startswith("cuda"):
         raise ConfigError(
@@ -420,7 +444,7 @@ def build_extractor(
             # device auto: a GPU build of ONNX Runtime on a machine whose GPU cannot be used -> the CPU
             if device != "auto" or not _wants_cuda(device) or (runtime == "tensorrt" and not chosen):
                 raise
-            fallback = choose_runtime("onnx", "cpu") if chosen else runtime
+            fallback = choose_runtime("onnx", "cpu", precision) if chosen else runtime
             logger.warning("%s; running %s on the CPU instead", err, fallback)
             return _onnx_extractor(path, fallback, "cpu", threads, batch_size, precision, warmup)
 
@@ -444,6 +468,9 @@ def _onnx_extractor(
     warmup: bool,
 ) -> ExportedExtractor:
     metadata = read_metadata(path)
+    if precision == "auto":
+        native = runtime == "openvino" and metadata.precision != "int8" and bf16_native()
+        precision = "bf16" if native else None
     if metadata.precision == "int8" and precision not in (None, "fp32"):
         raise ConfigError(f"{path}: an int8 export runs as exported; leave precision unset")
     backend: Backend
@@ -481,28 +508,13 @@ def _export_to_onnx(net, out: Path) -> Path:
     return export_onnx(net, out, overwrite=True)
 
 
-def _cache_key(model: Path | str | None) -> tuple[str, Any]:
-    """``(key, net or None)``: a model file's SHA-256, or the default model's fingerprint (loads it)."""
-    if model is not None:
-        digest = hashlib.sha256()
-        with open(model, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:32], None
-    from vbl_ros.model.io import model_fingerprint
-
-    net = _load_net(None)
-    return "default-" + model_fingerprint(net)[:32], net
-
-
 def _cached_export(model: Path | str | None) -> Path | None:
     """The cached ONNX export of ``model`` (made now if missing); ``None`` if the cache cannot be written.
 
     A cached file that cannot be read (e.g. cut short by a full disk) is made again; the export is
     written atomically, so two processes exporting at once both end with a whole file.
     """
-    key, net = _cache_key(model)
-    path = export_cache_dir() / f"{key}.onnx"
+    path = export_cache_dir() / f"{model_cache_key(model)}.onnx"  # computed without loading the model
     if path.is_file():
         try:
             read_metadata(path)
@@ -517,7 +529,7 @@ def _cached_export(model: Path | str | None) -> Path | None:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _export_to_onnx(net if net is not None else _load_net(model), path)
+        return _export_to_onnx(_load_net(model), path)
     except OSError as err:
         logger.warning(
             "cannot cache the ONNX export in %s (%s); exporting to a temporary file", path.parent, err
@@ -541,6 +553,8 @@ def _torch_extractor(
         )
     from vbl_ros.model.extractor import DescriptorExtractor, resolve_device
 
+    if precision == "auto":  # eager PyTorch and TorchScript: their default (fp32; fp16 on CUDA)
+        precision = None
     if kind == "torchscript":
         from vbl_ros.export.torchscript import TorchScriptBackend
 

@@ -14,6 +14,14 @@ lost on the way and frames it could not decode are counted in the report's frame
 A query bag without odometry has no ground truth: its frames are counted and its retrieval-free
 figures (pose-prior availability, loop-candidate counts, latency, frame counts) are reported; recall
 and errors are n/a, and the report says so in a note.
+
+The descriptor runs as on the robot, live and offline alike: :func:`descriptor_settings` reads the
+node's ``runtime``, ``precision`` and ``inference_threads`` from the parameters file the node is
+started with (the options ``runtime`` / ``precision`` / ``inference_threads`` override them, and live
+they are written into the node's parameters file), and offline :func:`offline_extractor` builds the
+extractor with :func:`vbl_ros.export.build_extractor` exactly as the node does, so an offline run
+reproduces a live one frame by frame whatever the runtime. Training validation is the exception: it
+scores a network while it trains, so it runs it in eager PyTorch (``vbl_ros.training``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import yaml
@@ -50,19 +58,30 @@ from vbl_ros.evaluation import (
     localize_bag,
     write_report,
 )
+from vbl_ros.export.metadata import model_file_format, read_metadata
+from vbl_ros.export.runtimes import PRECISIONS, RUNTIMES, Extractor, build_extractor
 from vbl_ros.files import recover_dir, replace_dir, temp_dir
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
 from vbl_ros.mapping.adapt import resolve_model
 
-if TYPE_CHECKING:  # torch is imported only when a model is loaded
-    from vbl_ros.model import DescriptorNet
-
-__all__ = ["DEVICES", "EvaluateConfig", "compare_reports", "evaluate"]
+__all__ = [
+    "DEVICES",
+    "DescriptorSettings",
+    "EvaluateConfig",
+    "compare_reports",
+    "descriptor_settings",
+    "evaluate",
+    "offline_extractor",
+    "write_node_params",
+]
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+#: The node's own defaults of its descriptor parameters (``vbl_ros.ros.params.NodeParams``; an empty
+#: ``precision`` is ``auto``), used when a parameters file does not set them.
+NODE_DESCRIPTOR_DEFAULTS: dict[str, Any] = {"runtime": "auto", "precision": "auto", "inference_threads": 1}
 _IMAGE_TYPES = {"sensor_msgs/msg/CompressedImage": True, "sensor_msgs/msg/Image": False}
 
 
@@ -86,6 +105,12 @@ class EvaluateConfig:
             distance, the filtered prior's motion step): offline, the pose at each frame's stamp;
             live, the bag's odometry topic replayed into the node, started with ``use_odometry:
             true``. Simulated odometry is exact; a robot's drifts.
+        runtime: the descriptor's runtime (``auto``, ``torch``, ``onnxruntime``, ``openvino``,
+            ``tensorrt``); ``None``: the node's ``runtime`` parameter in ``params_file``. Live, a
+            value here is written into the node's parameters; offline, the same extractor is built.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; ``None``: the node's ``precision``
+            parameter (empty = ``auto``).
+        inference_threads: the network's CPU threads; ``None``: the node's ``inference_threads``.
         evaluation: what counts as right (success radius, recall@N, ...).
     """
 
@@ -97,6 +122,9 @@ class EvaluateConfig:
     truth_max_gap_s: float = 1.0
     node_start_timeout_s: float = 120.0
     use_odometry: bool = False
+    runtime: str | None = None
+    precision: str | None = None
+    inference_threads: int | None = None
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
@@ -110,6 +138,43 @@ class EvaluateConfig:
             raise ConfigError(f"truth_max_gap_s must be > 0 s, got {self.truth_max_gap_s}")
         if not self.node_start_timeout_s > 0:
             raise ConfigError(f"node_start_timeout_s must be > 0 s, got {self.node_start_timeout_s}")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}; got {self.runtime!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.inference_threads is not None and self.inference_threads < 1:
+            raise ConfigError(f"inference_threads must be >= 1, got {self.inference_threads}")
+
+
+@dataclass(frozen=True)
+class DescriptorSettings:
+    """How the node runs its descriptor network, and so how the offline replay runs it.
+
+    Attributes:
+        runtime: one of :data:`~vbl_ros.export.runtimes.RUNTIMES`.
+        precision: one of :data:`~vbl_ros.export.runtimes.PRECISIONS`.
+        threads: intra-op CPU threads.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    runtime: str = "auto"
+    precision: str = "auto"
+    threads: int = 1
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}; got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ConfigError(f"inference_threads must be an integer >= 1, got {self.threads!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+
+    def describe(self) -> str:
+        """``runtime auto, precision auto, 1 thread(s), device cpu`` (the report's header)."""
+        return f"runtime {self.runtime}, precision {self.precision}, {self.threads} thread(s), device {self.device}"
 
 
 @dataclass(frozen=True)
@@ -165,24 +230,28 @@ def evaluate(
         MissingDataError: a bag is missing, unreadable or has no camera topic.
         FrameMismatchError: a bag's odometry cannot be brought into the map's frame.
     """
-    from vbl_ros.model import default_model, load_model, model_fingerprint
-
     config = config or EvaluateConfig()
     out = Path(out).absolute()
     _check_out(out, overwrite, "report.json")
     params_file = Path(config.params_file) if config.params_file else _package_params_file()
     localizer_config = localizer_config_from_params(params_file)
+    settings = descriptor_settings(params_file, config)
     model = resolve_model(model, map_dir)  # a map built with --adapt carries its model
-    net = load_model(model) if model is not None else default_model()
-    keyframe_map = KeyframeMap.load(map_dir, expected_fingerprint=model_fingerprint(net))
+    extractor = offline_extractor(model, settings) if config.offline else None
+    fingerprint, model_config = _model_identity(model, extractor)
+    keyframe_map = KeyframeMap.load(map_dir, expected_fingerprint=fingerprint)
     queries = [_inspect(bag, name, keyframe_map, config) for name, bag in _unique_names(query_bags).items()]
     with _staging(out, overwrite, "report.json") as staging:
-        if config.offline:
-            replay = _offline_replayer(net, keyframe_map, localizer_config, config)
+        if extractor is not None:
+            replay = _offline_replayer(extractor, keyframe_map, localizer_config, config)
         else:
-            replay = _live_replayer(Path(map_dir), model, params_file, staging / "logs", config)
+            node_params = write_node_params(params_file, config, staging / "logs")
+            replay = _live_replayer(Path(map_dir), model, node_params, staging / "logs", config)
         scored = {q.name: _score(q, replay(q), keyframe_map, config) for q in queries}
-        header = _meta(map_dir, keyframe_map, model, net, params_file, queries, config, meta)
+        identity = (fingerprint, model_config)
+        header = _meta(
+            map_dir, keyframe_map, model, identity, params_file, queries, config, settings, extractor, meta
+        )
         report = EvaluationReport.of(scored, meta=header)
         write_report(report, staging, map_positions=keyframe_map.positions())
     logger.info("evaluation written to %s: %s", out, report.all.summary())
@@ -216,6 +285,62 @@ def localizer_config_from_params(params_file: Path | str) -> LocalizerConfig:
     Raises:
         ConfigError: the file is missing, not YAML, or sets an invalid value.
     """
+    values = _node_parameters(params_file)
+    names = {f.name for f in dataclasses.fields(LocalizerConfig)}
+    return from_dict(
+        LocalizerConfig, {k: v for k, v in values.items() if k in names}, source=str(params_file)
+    )
+
+
+def descriptor_settings(params_file: Path | str, config: EvaluateConfig | None = None) -> DescriptorSettings:
+    """How the node started with ``params_file`` runs its network, with ``config``'s overrides.
+
+    The node's ``runtime``, ``precision`` (empty = ``auto``, as the node reads it) and
+    ``inference_threads`` from the file (its ``/**`` and ``localize`` entries), else the node's
+    defaults; ``config.runtime`` / ``precision`` / ``inference_threads`` / ``device`` replace them.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or sets an invalid value.
+    """
+    config = config or EvaluateConfig()
+    values = {**NODE_DESCRIPTOR_DEFAULTS, **_node_parameters(params_file)}
+    for name, value in (
+        ("runtime", config.runtime),
+        ("precision", config.precision),
+        ("inference_threads", config.inference_threads),
+    ):
+        if value is not None:
+            values[name] = value
+    try:
+        return DescriptorSettings(
+            runtime=values["runtime"],
+            precision=values["precision"] or NODE_DESCRIPTOR_DEFAULTS["precision"],
+            threads=values["inference_threads"],
+            device=config.device,
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{params_file}: {err}") from err
+
+
+def offline_extractor(model: Path | str | None, settings: DescriptorSettings) -> Extractor:
+    """The descriptor extractor the node builds with ``settings`` (one frame at a time, as the node runs).
+
+    Args:
+        model: a vbl model file, an exported file, or ``None`` for the embedded default.
+        settings: the node's runtime, precision, threads and device (:func:`descriptor_settings`).
+    """
+    return build_extractor(
+        model,
+        runtime=settings.runtime,
+        device=settings.device,
+        threads=settings.threads,
+        precision=settings.precision,
+        batch_size=1,
+    )
+
+
+def _node_parameters(params_file: Path | str) -> dict[str, Any]:
+    """The ``localize`` node's parameters a params file sets: its ``/**`` entry, then the node's own on top."""
     path = Path(params_file)
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found; give a file like config/localize.yaml")
@@ -223,13 +348,65 @@ def localizer_config_from_params(params_file: Path | str) -> LocalizerConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     entries = data.items() if isinstance(data, dict) else ()
     for key, entry in sorted(entries, key=lambda kv: kv[0] != "/**"):  # "/**" first, the node's own on top
-        if (key == "/**" or str(key).rstrip("/").endswith("localize")) and isinstance(entry, dict):
+        if _is_node_entry(key) and isinstance(entry, dict):
             values.update(entry.get("ros__parameters") or {})
-    names = {f.name for f in dataclasses.fields(LocalizerConfig)}
-    return from_dict(LocalizerConfig, {k: v for k, v in values.items() if k in names}, source=str(path))
+    return values
+
+
+def _is_node_entry(key: object) -> bool:
+    return key == "/**" or str(key).rstrip("/").endswith("localize")
+
+
+def write_node_params(params_file: Path, config: EvaluateConfig, folder: Path) -> Path:
+    """``params_file`` with ``config``'s descriptor overrides, for the live node (``folder/localize_params.yaml``).
+
+    Returns ``params_file`` itself when nothing is overridden. The overrides are written into every
+    entry of the file that applies to the node (``/**`` and ``localize``), so none of them wins over
+    them; the file is kept beside the node's logs.
+    """
+    overrides = {
+        name: value
+        for name, value in (
+            ("runtime", config.runtime),
+            ("precision", config.precision),
+            ("inference_threads", config.inference_threads),
+        )
+        if value is not None
+    }
+    if not overrides:
+        return params_file
+    data = yaml.safe_load(params_file.read_text()) or {}
+    entries = [entry for key, entry in data.items() if _is_node_entry(key) and isinstance(entry, dict)]
+    if not entries:
+        data["/**"] = {"ros__parameters": {}}
+        entries = [data["/**"]]
+    for entry in entries:
+        entry["ros__parameters"] = {**(entry.get("ros__parameters") or {}), **overrides}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "localize_params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    logger.info("the node's parameters: %s with %s", params_file, overrides)
+    return path
+
+
+def _model_identity(model: Path | str | None, extractor: Extractor | None) -> tuple[str, dict[str, Any]]:
+    """The model's fingerprint and config (a dict): from the extractor, an export's metadata, or the model."""
+    from vbl_ros.config import to_dict
+
+    if extractor is not None:
+        metadata = getattr(extractor, "metadata", None)
+        config = dict(metadata.config) if metadata is not None else to_dict(extractor.config)  # type: ignore[attr-defined]
+        return extractor.fingerprint, config
+    if model is not None and model_file_format(model) != "vbl-model":
+        metadata = read_metadata(model)
+        return metadata.fingerprint, dict(metadata.config)
+    from vbl_ros.model import default_model, load_model, model_fingerprint
+
+    net = load_model(model) if model is not None else default_model()
+    return model_fingerprint(net), to_dict(net.config)
 
 
 # ---------------------------------------------------------------------------------------- steps
@@ -267,12 +444,10 @@ def _inspect(bag: Path | str, name: str, keyframe_map: KeyframeMap, config: Eval
 
 
 def _offline_replayer(
-    net: DescriptorNet, keyframe_map: KeyframeMap, localizer_config: LocalizerConfig, config: EvaluateConfig
+    extractor: Extractor, keyframe_map: KeyframeMap, localizer_config: LocalizerConfig, config: EvaluateConfig
 ) -> Callable[[_Query], _Replayed]:
     """Each query through the core localizer in this process (a fresh session per bag)."""
-    from vbl_ros.model import DescriptorExtractor
-
-    localizer = Localizer(DescriptorExtractor(net, config.device), keyframe_map, localizer_config)
+    localizer = Localizer(extractor, keyframe_map, localizer_config)
 
     def replay(query: _Query) -> _Replayed:
         seen: list[int] = []
@@ -396,15 +571,16 @@ def _meta(
     map_dir: Path | str,
     keyframe_map: KeyframeMap,
     model: Path | str | None,
-    net: DescriptorNet,
+    identity: tuple[str, Mapping[str, Any]],
     params_file: Path,
     queries: Sequence[_Query],
     config: EvaluateConfig,
+    settings: DescriptorSettings,
+    extractor: Extractor | None,
     extra: Mapping[str, str] | None,
 ) -> dict[str, str]:
     """The report's header: what was evaluated, how, where and when."""
-    from vbl_ros.model import model_fingerprint
-
+    fingerprint, model_config = identity
     mode = (
         "offline: the core localizer frame by frame in one process, as fast as it goes"
         + (", with each bag's odometry" if config.use_odometry else ", without odometry")
@@ -416,9 +592,15 @@ def _meta(
         {
             "map": f"{Path(map_dir).absolute()} ({len(keyframe_map)} keyframes)",
             "model": f"{model if model is not None else 'the embedded default model'} "
-            f"({net.config.backbone} + {net.config.aggregation}, fingerprint {model_fingerprint(net)[:16]})",
+            f"({model_config.get('backbone')} + {model_config.get('aggregation')}, fingerprint {fingerprint[:16]})",
             "mode": mode,
             "device": config.device,
+            "descriptor": settings.describe()
+            + (
+                f": {extractor.runtime} {getattr(extractor, 'precision', '?')}"
+                if extractor is not None
+                else " (the node's log says what it chose)"
+            ),
             "parameters": str(params_file),
             "query bags": ", ".join(f"{q.name} ({q.bag}, {q.camera_topic})" for q in queries),
             "scored frames": "those the localizer processed; dropped, lost and bad frames are only counted",

@@ -96,14 +96,16 @@ _TRANSPORT_HINT = (
 def build_localizer(params: NodeParams, config: LocalizerConfig) -> Localizer:
     """The core localizer the node parameters describe (model, runtime, device, threads, optional map).
 
-    An exported model (``.onnx``) in ONNX Runtime or OpenVINO never imports PyTorch.
+    An exported model (``.onnx``) in ONNX Runtime or OpenVINO never imports PyTorch. An empty
+    ``precision`` is ``auto`` (:func:`~vbl_ros.export.build_extractor`: bf16 in OpenVINO on a CPU
+    that runs it natively, else the runtime's fp32), as ``vbl evaluate --offline`` reads it.
     """
     extractor = build_extractor(
         resolve_model(params.model or None, params.map or None),  # a map may carry its model (--adapt)
         runtime=params.runtime,
         device=params.device,
         threads=params.inference_threads,
-        precision=params.precision or None,
+        precision=params.precision or "auto",
         batch_size=1,
     )
     keyframe_map = (
