@@ -78,11 +78,14 @@ class NodeParams:
             Runtime / OpenVINO intra-op threads without spin-waiting; not used on CUDA). 1 is the
             fastest on a computer that other processes share (measured in benchmarks/README.md);
             more only helps on cores reserved for this node.
-        runtime: Inference runtime: auto (on the CPU ONNX Runtime, else OpenVINO, for an .onnx and
-            for a .pt model, exported to ONNX once and cached; on a GPU a .pt in PyTorch, an .onnx in
-            TensorRT or ONNX Runtime CUDA), torch, onnxruntime, openvino or tensorrt.
-        precision: Compute precision: empty = the runtime's default (fp32; fp16 for PyTorch on
-            CUDA), fp32, bf16 (OpenVINO on CPUs with bf16) or fp16 (GPU).
+        runtime: Inference runtime: auto (on the CPU: OpenVINO when precision is auto and the CPU
+            runs bf16 natively, else ONNX Runtime, else OpenVINO, for an .onnx and for a .pt model,
+            exported to ONNX once and cached; on a GPU a .pt in PyTorch, an .onnx in TensorRT or ONNX
+            Runtime CUDA), torch, onnxruntime, openvino or tensorrt.
+        precision: Compute precision: empty or auto = bf16 in OpenVINO on a CPU that runs bf16
+            natively (same recall on the demo, benchmarks/README.md precision_recall.py), else the
+            runtime's default (fp32; fp16 for PyTorch on CUDA); or fp32, bf16 (OpenVINO on CPUs
+            with bf16) or fp16 (GPU).
     """
 
     model: str = field(default="", metadata={"constraints": "empty or an existing file"})
