@@ -20,6 +20,7 @@ import pytest
 from vbl_ros.errors import ConfigError, OutputExistsError
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.tracking import LoopConfig, LoopDetector
+from vbl_ros.tracking.loops import COLLECTING, LOCKED, SEARCHING
 
 DIM = 64
 S = 1_000_000_000
@@ -228,9 +229,28 @@ def test_a_gap_in_the_frames_restarts_the_sequence() -> None:
     def feed(i: int):
         return detector.update(desc[i], int(stamps[i]), desc[eligible], stamps[eligible])
 
+    assert detector.state == COLLECTING
     matches = [feed(i) for i in revisit[:40]]
-    assert matches[-1] is not None and matches[-1].locked
+    assert matches[-1] is not None and matches[-1].locked and detector.state == LOCKED
     assert feed(revisit[40] + 20) is None  # 5 s later: the window starts again
+    assert detector.state == COLLECTING
+
+
+def test_the_detector_says_whether_it_collects_searches_or_is_locked() -> None:
+    rng = np.random.default_rng(5)
+    keyframes = unit(rng.normal(size=(20, DIM)))
+    stamps = np.arange(20, dtype=np.int64) * S
+    detector = LoopDetector(LoopConfig())
+    states = []
+    for i in range(LoopConfig().confirm_frames):  # unrelated frames: nothing to confirm
+        detector.update(unit(rng.normal(size=DIM)), (100 + i) * S, keyframes, stamps)
+        states.append(detector.state)
+    assert states == [COLLECTING] * (LoopConfig().confirm_frames - 1) + [SEARCHING]
+    for i in range(LoopConfig().confirm_frames):  # the keyframes again, one a second
+        match = detector.update(keyframes[i], (108 + i) * S, keyframes, stamps)
+    assert match is not None and match.keyframe == 7 and detector.state == LOCKED
+    detector.reset()
+    assert detector.state == COLLECTING
 
 
 def test_a_looped_bag_gets_right_candidates_on_its_second_lap_only(tmp_path: Path) -> None:

@@ -467,6 +467,18 @@ class Localizer:
         self._last_kf_stamp = None
         self._last_kf_position = None
 
+    @property
+    def loop_state(self) -> str:
+        """The loop detector's state after the last frame: ``"single-frame"`` (``loop_confirm_frames``
+        1, no detector), else :attr:`LoopDetector.state <vbl_ros.tracking.loops.LoopDetector.state>`
+        (``"collecting"``, ``"searching"`` or ``"locked"``)."""
+        return "single-frame" if self.loop_detector is None else self.loop_detector.state
+
+    @property
+    def session_keyframes(self) -> int:
+        """How many keyframes this session holds (the loop candidates' pool)."""
+        return len(self.session)
+
     # ------------------------------------------------------------------ internals
     def _prior(
         self, stamp_ns: int, scores: np.ndarray, ids: np.ndarray

@@ -43,11 +43,15 @@ import numpy as np
 
 from vbl_ros.errors import ConfigError
 
-__all__ = ["LoopConfig", "LoopDetector", "SequenceMatch"]
+__all__ = ["COLLECTING", "LOCKED", "SEARCHING", "LoopConfig", "LoopDetector", "SequenceMatch"]
 
 logger = logging.getLogger(__name__)
 
 _QUANTILE = 0.25  # the sequence score: this quantile of the standardised scores along a line
+
+#: :attr:`LoopDetector.state` values: too few frames in the window (or eligible keyframes) to
+#: score a sequence; scoring sequences, none confirmed; a loop confirmed and followed
+COLLECTING, SEARCHING, LOCKED = "collecting", "searching", "locked"
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ class LoopDetector:
 
     The caller owns the session keyframes and passes their arrays on each :meth:`update`; the
     detector keeps the last frames' descriptors, the odometry distance travelled and the lock.
+    :attr:`state` says what the last update did (:data:`COLLECTING`, :data:`SEARCHING` or
+    :data:`LOCKED`).
     """
 
     def __init__(self, config: LoopConfig) -> None:
@@ -155,6 +161,7 @@ class LoopDetector:
         self._lock: tuple[int, int] | None = None  # (keyframe stamp, frame stamp) of the last match
         self._last_position: np.ndarray | None = None
         self.travelled_m = 0.0
+        self.state = COLLECTING
 
     def reset(self) -> None:
         """Forget the frames, the lock and the distance travelled (a new session)."""
@@ -162,6 +169,7 @@ class LoopDetector:
         self._lock = None
         self._last_position = None
         self.travelled_m = 0.0
+        self.state = COLLECTING
 
     def update(
         self,
@@ -208,6 +216,7 @@ class LoopDetector:
         self._frames.append(_Frame(stamp_ns, desc, mean, spread))
         if len(self._frames) < cfg.confirm_frames or not enough:
             self._lock = None
+            self.state = COLLECTING
             return None
         kst = np.asarray(keyframe_stamps_ns, dtype=np.int64)
         candidates = self._candidates(current, kst, stamp_ns)
@@ -227,6 +236,7 @@ class LoopDetector:
                 j = int(candidates[best])
                 match = SequenceMatch(j, float(current[j]), float(sequence[best]), False)
         self._lock = None if match is None else (int(kst[match.keyframe]), stamp_ns)
+        self.state = SEARCHING if match is None else LOCKED
         return match
 
     def _candidates(self, current: np.ndarray, kst: np.ndarray, stamp_ns: int) -> np.ndarray:
