@@ -299,3 +299,39 @@ def test_a_looped_bag_gets_right_candidates_on_its_second_lap_only(tmp_path: Pat
         assert loop.wrong.sum() == 0 and loop.count[~second_lap].sum() == 0
         assert loop.revisit.sum() >= 195
         assert loop.best_correct[loop.revisit].mean() >= 0.2
+
+
+def night_drive(town: Town, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One lap in daylight, then the east side again at night: from then on every frame shares a
+    night look (one vector added to all) and shows less of its place (the place component halved)."""
+    rng = np.random.default_rng(seed)
+    stamps, s, desc = drive(town, LAP_M + SIDE_M, seed=seed)
+    night = s >= LAP_M
+    glow = unit(rng.normal(size=DIM))
+    own = town.place(s[night])
+    noise = unit(rng.normal(size=(int(night.sum()), DIM)))
+    desc[night] = unit(0.9 * town.common + 0.22 * own + 0.15 * noise + 0.5 * glow)
+    return stamps, s, desc
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_centring_removes_a_shared_condition_look_and_finds_the_revisit(seed: int) -> None:
+    """Centred on the last frames' mean, the night's shared look is taken out of frames and
+    keyframes alike: the revisit of the daylight lap is still found, at the right place only, and
+    the published score is the cosine of the descriptors as they came."""
+    town = Town(seed=seed)
+    stamps, s, desc = night_drive(town, seed)
+    centred = replace(CONFIRMED, loop_centre_frames=32)
+    results = replay(centred, stamps, desc)
+    errors = candidate_errors(results, stamps, s)
+    assert len(errors) and (errors[:, 1] <= 25.0).all()
+    second_lap = np.flatnonzero(s >= LAP_M)
+    assert np.mean([bool(results[i].loop_candidates) for i in second_lap]) >= 0.8
+    assert all(c.score >= CONFIRMED.loop_min_score for r in results for c in r.loop_candidates)
+
+
+def test_centring_is_refused_on_one_frame() -> None:
+    with pytest.raises(ConfigError, match="centre_frames must be 0"):
+        LoopConfig(centre_frames=1)
+    with pytest.raises(ConfigError, match="loop settings"):
+        LocalizerConfig(loop_centre_frames=-1)
