@@ -286,6 +286,40 @@ def test_diagnostics_report_latency_and_counts(raw_session: Session) -> None:
     print(f"node latency receive -> publish: p50 {p50:.1f} ms, p95 {p95:.1f} ms; {values}")
 
 
+def test_diagnostics_report_single_frame_loop_candidates(raw_session: Session) -> None:
+    values = raw_session.diagnostics(lambda d: int(d["frames_processed"]) >= 1)
+    assert values["loop_mode"] == "single-frame" and values["loop_state"] == "single-frame"
+    assert int(values["loop_session_keyframes"]) >= 1
+
+
+def test_confirmed_loop_is_reported_locked_in_the_diagnostics(tmp_path: Path) -> None:
+    """The default confirmed loop candidates, no map: a first pass of 12 places at 1 frame/s, then
+    the same places again 100 s later; the diagnostics say ``collecting`` before the revisit and
+    ``locked`` once 8 revisit frames confirm it, with the candidate at the first pass's keyframe."""
+    args = ["--params-file", PARAMS_FILE, "-p", "device:=cpu", "-r", "image:=/cam/image"]
+    places = [synthetic_scene(100 + i) for i in range(12)]
+    session = _start(tmp_path, args, compressed=False)
+    try:
+        for i, place in enumerate(places):
+            session.send(_raw_image(place, (3000 + i) * NS), (3000 + i) * NS)
+        values = session.diagnostics(lambda d: int(d["frames_processed"]) >= len(places))
+        assert values["loop_mode"] == "confirmed over 8 frames" and values["loop_state"] == "collecting"
+        assert int(values["loop_session_keyframes"]) == len(places)
+        for i, place in enumerate(places[:9]):
+            session.send(_raw_image(place, (3100 + i) * NS), (3100 + i) * NS)
+        found = session.probe.find("loop_candidates", 3108 * NS)
+        assert found, f"no confirmed loop candidate:\n{session.process.output()[-3000:]}"
+        from vbl_ros.ros.messages import loop_candidates_from_msg
+
+        assert [r.keyframe_stamp_ns for r in loop_candidates_from_msg(found[1])] == [3008 * NS]
+        values = session.diagnostics(lambda d: int(d["frames_processed"]) >= len(places) + 9)
+        assert values["loop_state"] == "locked" and int(values["loop_candidate_messages"]) >= 1
+    finally:
+        session.probe.close()
+        code = session.process.stop(signal.SIGINT)
+    assert code == 0, session.process.output()[-3000:]
+
+
 def test_core_warnings_reach_the_nodes_ros_log(raw_session: Session, scenes) -> None:
     """A ``logging`` warning of the core (the localizer's) is printed by the node's ROS logger."""
     later, earlier = 1700 * NS, 1650 * NS  # time going back starts a new session, with a warning

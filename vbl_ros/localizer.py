@@ -88,6 +88,9 @@ class LocalizerConfig:
         loop_odom_drift_m: with odometry, a loop candidate must lie within this distance of the
             current odometry position, plus loop_odom_drift_fraction of the distance travelled since.
         loop_odom_drift_fraction: odometry drift allowed per metre travelled (0.1 = 10 %).
+        loop_centre_frames: confirmed loops: descriptors are compared after taking out the mean
+            descriptor of the last this many frames (the look shared by everything seen lately:
+            light, weather); 0 = off.
         prior_mode: single (each frame judged alone) or filtered (a temporal particle filter over
             map places, moved by odometry when given, by a bounded speed prior otherwise).
         filter_particles: filtered mode: particle count (the cost per frame does not grow with the map).
@@ -121,6 +124,7 @@ class LocalizerConfig:
     loop_keep_score: float = 0.5
     loop_odom_drift_m: float = 10.0
     loop_odom_drift_fraction: float = 0.1
+    loop_centre_frames: int = 0
     prior_mode: str = "single"
     filter_particles: int = FilterConfig.particles
     filter_radius_m: float = FilterConfig.radius_m
@@ -166,6 +170,7 @@ class LocalizerConfig:
             keep_score=self.loop_keep_score,
             odom_drift_m=self.loop_odom_drift_m,
             odom_drift_fraction=self.loop_odom_drift_fraction,
+            centre_frames=self.loop_centre_frames,
         )
 
     def filter_config(self) -> FilterConfig:
@@ -265,8 +270,10 @@ class _SessionKeyframes:
         self.stamps: list[int] = []
         self.positions: list[tuple[float, float, float] | None] = []
         self.orientations: list[tuple[float, float, float, float] | None] = []
-        # the same in arrays, for sequence matching (grown by doubling)
+        # the same in arrays, for sequence matching (grown by doubling); the descriptors as the
+        # loop detector compares them (centred or as they came)
         self._descriptors = np.zeros((64, dim), dtype=np.float32)
+        self._raw = np.zeros((64, dim), dtype=np.float32)
         self._stamps = np.zeros(64, dtype=np.int64)
         self._positions = np.full((64, 3), math.nan)  # nan: taken without odometry
         self._travelled = np.zeros(64)
@@ -281,15 +288,23 @@ class _SessionKeyframes:
         self.orientations.clear()
 
     def add(
-        self, descriptor: np.ndarray, stamp_ns: int, position, orientation, travelled_m: float = 0.0
+        self,
+        descriptor: np.ndarray,
+        stamp_ns: int,
+        position,
+        orientation,
+        travelled_m: float = 0.0,
+        loop_descriptor: np.ndarray | None = None,
     ) -> None:
         n = len(self.stamps)
         if n == len(self._stamps):
             self._descriptors = np.concatenate([self._descriptors, np.zeros_like(self._descriptors)])
+            self._raw = np.concatenate([self._raw, np.zeros_like(self._raw)])
             self._stamps = np.concatenate([self._stamps, np.zeros_like(self._stamps)])
             self._positions = np.concatenate([self._positions, np.full_like(self._positions, math.nan)])
             self._travelled = np.concatenate([self._travelled, np.zeros_like(self._travelled)])
-        self._descriptors[n] = descriptor.reshape(-1)
+        self._raw[n] = descriptor.reshape(-1)
+        self._descriptors[n] = (descriptor if loop_descriptor is None else loop_descriptor).reshape(-1)
         self._stamps[n] = int(stamp_ns)
         self._positions[n] = math.nan if position is None else np.asarray(position, np.float64).reshape(3)
         self._travelled[n] = float(travelled_m)
@@ -302,8 +317,13 @@ class _SessionKeyframes:
         """How many keyframes have a stamp <= ``stamp_ns`` (they are a prefix: stamps increase)."""
         return int(np.searchsorted(self._stamps[: len(self.stamps)], stamp_ns, side="right"))
 
+    def descriptor(self, i: int) -> np.ndarray:
+        """``(D,)`` keyframe ``i``'s descriptor as it came."""
+        return self._raw[i]
+
     def arrays(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Views of the first ``count`` keyframes: ``(count, D)`` descriptors, ``(count,)`` stamps,
+        """Views of the first ``count`` keyframes: ``(count, D)`` descriptors as the loop detector
+        compares them, ``(count,)`` stamps,
         ``(count, 3)`` odometry positions (``nan``: none) and ``(count,)`` odometry distance
         travelled when each was taken."""
         return (
@@ -467,6 +487,18 @@ class Localizer:
         self._last_kf_stamp = None
         self._last_kf_position = None
 
+    @property
+    def loop_state(self) -> str:
+        """The loop detector's state after the last frame: ``"single-frame"`` (``loop_confirm_frames``
+        1, no detector), else :attr:`LoopDetector.state <vbl_ros.tracking.loops.LoopDetector.state>`
+        (``"collecting"``, ``"searching"`` or ``"locked"``)."""
+        return "single-frame" if self.loop_detector is None else self.loop_detector.state
+
+    @property
+    def session_keyframes(self) -> int:
+        """How many keyframes this session holds (the loop candidates' pool)."""
+        return len(self.session)
+
     # ------------------------------------------------------------------ internals
     def _prior(
         self, stamp_ns: int, scores: np.ndarray, ids: np.ndarray
@@ -596,13 +628,16 @@ class Localizer:
             keyframe_positions=positions,
             keyframe_travelled_m=travelled,
         )
-        if match is None or self.config.max_loop_candidates == 0 or match.score < self.config.loop_min_score:
+        if match is None or self.config.max_loop_candidates == 0:
             return ()
         i = match.keyframe
+        score = float(session.descriptor(i) @ desc[0])  # the cosine of the descriptors as they came
+        if score < self.config.loop_min_score:
+            return ()
         return (
             LoopCandidate(
                 rank=1,
-                score=match.score,
+                score=score,
                 keyframe_stamp_ns=session.stamps[i],
                 position=session.positions[i],  # type: ignore[arg-type]
                 orientation=session.orientations[i],  # type: ignore[arg-type]
@@ -628,8 +663,10 @@ class Localizer:
         orientation = (
             None if odom_orientation is None else np.asarray(odom_orientation, dtype=np.float64).reshape(4)
         )
-        travelled = self.loop_detector.travelled_m if self.loop_detector is not None else 0.0
-        self.session.add(desc, stamp_ns, position, orientation, travelled)
+        detector = self.loop_detector
+        travelled = detector.travelled_m if detector is not None else 0.0
+        loop_desc = detector.centred(desc[0]) if detector is not None else None
+        self.session.add(desc, stamp_ns, position, orientation, travelled, loop_desc)
         self._last_kf_stamp = stamp_ns
         if position is not None:
             self._last_kf_position = position

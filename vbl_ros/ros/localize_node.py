@@ -18,7 +18,10 @@ of their rate, the log and ``/diagnostics`` say so with the QoS of both sides. W
 ``prior_mode:=filtered`` the priors come from the core's temporal filter and ``/diagnostics``
 reports its state (``initializing`` / ``tracking`` / ``lost``) and belief spread; without
 ``use_odometry`` (or before the first odometry message) the filter moves on its bounded speed prior
-and asks for twice as many confirming frames before it publishes. The core's
+and asks for twice as many confirming frames before it publishes. ``/diagnostics`` also reports
+the loop detector: ``loop_mode`` (single-frame or confirmed over ``loop_confirm_frames``),
+``loop_state`` after the last frame (``collecting`` / ``searching`` / ``locked``, or
+``single-frame``), ``loop_session_keyframes`` and ``loop_candidate_messages``. The core's
 ``logging`` records go to this node's ROS logger (:mod:`vbl_ros.ros.log_bridge`).
 """
 
@@ -135,11 +138,18 @@ class _Stats:
         self.last_rejected = ""
         self.filter_state = "off"  # prior_mode single: no temporal filter
         self.filter_spread_m = float("nan")
+        self.loop_state = "collecting"
+        self.session_keyframes = 0
         self.last_received = 0.0
         self.bad_at_last_report = 0
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
         self.descriptor_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
         self.search_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+
+
+def _loop_mode(confirm_frames: int) -> str:
+    """How loop candidates are made (``/diagnostics``)."""
+    return "single-frame" if confirm_frames == 1 else f"confirmed over {confirm_frames} frames"
 
 
 def _percentile(values: collections.deque[float], q: float) -> float:
@@ -199,6 +209,7 @@ class LocalizeNode(Node):
 
         self._pending: tuple[Image | CompressedImage, float] | None = None
         self._stats = _Stats()
+        self._stats.loop_state = self._localizer.loop_state
         self._odometry: collections.deque[tuple[int, tuple, tuple]] = collections.deque(
             maxlen=_ODOMETRY_BUFFER
         )
@@ -384,6 +395,8 @@ class LocalizeNode(Node):
             if result.descriptor_ms is not None and result.search_ms is not None:
                 stats.descriptor_ms.append(result.descriptor_ms)
                 stats.search_ms.append(result.search_ms)
+            stats.loop_state = self._localizer.loop_state
+            stats.session_keyframes = self._localizer.session_keyframes
             if result.filter_state is not None:
                 stats.filter_state = result.filter_state
                 stats.filter_spread_m = result.filter_spread_m
@@ -423,6 +436,9 @@ class LocalizeNode(Node):
                 "prior_mode": self._localizer.config.prior_mode,
                 "filter_state": s.filter_state,
                 "filter_spread_m": s.filter_spread_m,
+                "loop_mode": _loop_mode(self._localizer.config.loop_confirm_frames),
+                "loop_state": s.loop_state,
+                "loop_session_keyframes": s.session_keyframes,
                 "image_topic": self._image_topic,
                 "image_qos": f"{describe_qos(self._image_sub.qos_profile)} ({self._params.image_qos})",
                 "image_publishers": _describe_publishers(self._image_publishers),

@@ -25,6 +25,13 @@ Per frame, :meth:`LoopDetector.update`:
    and is kept while its sequence score reaches ``keep_score``; without a lock, the best keyframe
    starts one when its sequence score reaches ``start_score``.
 
+With ``centre_frames`` > 0, every descriptor (frames and, through :meth:`LoopDetector.centred`,
+the keyframes when they are taken) is first centred on the mean descriptor of the last
+``centre_frames`` frames and L2-normalised again: the look shared by everything seen lately (the
+light, the weather, the camera) is removed and what is left is what sets a place apart from its
+surroundings (descriptor standardisation per sequence: Schubert, Neubert and Protzel, ICRA 2020).
+A revisit in another condition then scores like one in the same condition.
+
 The cost per frame is the one product over the eligible keyframes plus a fixed amount of work
 (``candidates x num_speed_ratios x confirm_frames`` dot products). The standardisation needs a session whose keyframes show varied places: over a few dozen
 keyframes of one look-alike street a true revisit stands out less (``min_keyframes`` only guards
@@ -43,11 +50,15 @@ import numpy as np
 
 from vbl_ros.errors import ConfigError
 
-__all__ = ["LoopConfig", "LoopDetector", "SequenceMatch"]
+__all__ = ["COLLECTING", "LOCKED", "SEARCHING", "LoopConfig", "LoopDetector", "SequenceMatch"]
 
 logger = logging.getLogger(__name__)
 
 _QUANTILE = 0.25  # the sequence score: this quantile of the standardised scores along a line
+
+#: :attr:`LoopDetector.state` values: too few frames in the window (or eligible keyframes) to
+#: score a sequence; scoring sequences, none confirmed; a loop confirmed and followed
+COLLECTING, SEARCHING, LOCKED = "collecting", "searching", "locked"
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class LoopConfig:
         num_speed_ratios: speed ratios tried between ``1 / max_speed_ratio`` and ``max_speed_ratio``.
         candidates: keyframes examined per frame: the frame's best matches (and, while a loop is
             locked, the keyframes near where the lock predicts it).
+        centre_frames: descriptors are centred on the mean of the last this many frames' (0: used
+            as they are; see the module docstring).
     """
 
     confirm_frames: int = 8
@@ -84,6 +97,7 @@ class LoopConfig:
     min_keyframes: int = 10
     num_speed_ratios: int = 5
     candidates: int = 20
+    centre_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.confirm_frames < 2:
@@ -105,6 +119,11 @@ class LoopConfig:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if not self.max_frame_gap_s > 0:
             raise ConfigError(f"max_frame_gap_s must be > 0, got {self.max_frame_gap_s}")
+        if self.centre_frames < 0 or self.centre_frames == 1:
+            raise ConfigError(
+                f"centre_frames must be 0 (off) or >= 2, got {self.centre_frames} "
+                "(a frame centred on itself alone is a zero vector)"
+            )
         if self.min_keyframes < 2 or self.num_speed_ratios < 1 or self.candidates < 1:
             raise ConfigError("min_keyframes must be >= 2, num_speed_ratios and candidates >= 1")
 
@@ -120,8 +139,9 @@ class LoopConfig:
 class SequenceMatch:
     """A confirmed revisit: session keyframe ``keyframe`` (its index) matches the current frame.
 
-    ``sequence_score`` is the mean standardised score along the best line; ``score`` the current
-    frame's cosine similarity to the keyframe; ``locked`` whether it continues a lock.
+    ``sequence_score`` is the sequence score of the best line; ``score`` the current frame's
+    cosine similarity to the keyframe (of the centred descriptors with ``centre_frames`` > 0);
+    ``locked`` whether it continues a lock.
     """
 
     keyframe: int
@@ -144,24 +164,43 @@ class _Frame:
 class LoopDetector:
     """Confirms loop-closure candidates through time (see the module docstring).
 
-    The caller owns the session keyframes and passes their arrays on each :meth:`update`; the
-    detector keeps the last frames' descriptors, the odometry distance travelled and the lock.
+    The caller owns the session keyframes and passes their arrays on each :meth:`update` (each
+    keyframe's descriptor as :meth:`centred` gave it when the keyframe was taken); the detector
+    keeps the last frames' descriptors, the odometry distance travelled and the lock.
+    :attr:`state` says what the last update did (:data:`COLLECTING`, :data:`SEARCHING` or
+    :data:`LOCKED`).
     """
 
     def __init__(self, config: LoopConfig) -> None:
         self.config = config
         self._slopes = config.speed_ratios()
         self._frames: collections.deque[_Frame] = collections.deque(maxlen=config.confirm_frames)
+        # the last centre_frames raw descriptors (their mean is taken out of every descriptor)
+        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=max(config.centre_frames, 1))
         self._lock: tuple[int, int] | None = None  # (keyframe stamp, frame stamp) of the last match
         self._last_position: np.ndarray | None = None
         self.travelled_m = 0.0
+        self.state = COLLECTING
 
     def reset(self) -> None:
         """Forget the frames, the lock and the distance travelled (a new session)."""
         self._frames.clear()
+        self._recent.clear()
         self._lock = None
         self._last_position = None
         self.travelled_m = 0.0
+        self.state = COLLECTING
+
+    def centred(self, descriptor: np.ndarray) -> np.ndarray:
+        """``(D,)`` the descriptor as the detector compares it: centred on the mean of the last
+        ``centre_frames`` frames given to :meth:`update` and L2-normalised (unchanged when
+        ``centre_frames`` is 0). Keyframes are stored this way when they are taken."""
+        desc = np.asarray(descriptor, np.float32).reshape(-1)
+        if self.config.centre_frames == 0 or not self._recent:
+            return desc
+        v = desc - np.mean(np.stack(self._recent), axis=0)
+        norm = float(np.linalg.norm(v))
+        return (v / norm).astype(np.float32) if norm > 1e-6 else np.zeros_like(desc)
 
     def update(
         self,
@@ -177,10 +216,11 @@ class LoopDetector:
         """The confirmed revisit of this frame, or ``None``.
 
         Args:
-            descriptor: ``(D,)`` the frame's unit-L2 descriptor.
+            descriptor: ``(D,)`` the frame's unit-L2 descriptor (as it came, not centred).
             stamp_ns: its stamp (stamps increase).
             keyframe_descriptors, keyframe_stamps_ns: ``(N, D)``, ``(N,)`` the *eligible* session
-                keyframes (old enough to be a loop), in stamp order.
+                keyframes (old enough to be a loop), in stamp order; their descriptors as
+                :meth:`centred` gave them when they were taken.
             odom_position: ``(3,)`` the robot's odometry position at ``stamp_ns`` (``None``: none).
             keyframe_positions, keyframe_travelled_m: ``(N, 3)`` (``nan`` rows: unknown) and
                 ``(N,)`` the keyframes' odometry positions and distance travelled when taken;
@@ -198,7 +238,9 @@ class LoopDetector:
             self._lock = None
         n = len(keyframe_stamps_ns)
         kd = np.asarray(keyframe_descriptors, np.float32)
-        desc = np.asarray(descriptor, np.float32).reshape(-1)
+        if cfg.centre_frames:
+            self._recent.append(np.asarray(descriptor, np.float32).reshape(-1))
+        desc = self.centred(descriptor)
         # (N,) this frame's scores: its statistics, its best keyframes. einsum runs on this thread:
         # numpy's BLAS product spreads over threads from a few thousand rows and then waits for
         # busy cores (6-8 ms instead of 0.2 ms at 3600 keyframes on the shared 2-core machine)
@@ -208,6 +250,7 @@ class LoopDetector:
         self._frames.append(_Frame(stamp_ns, desc, mean, spread))
         if len(self._frames) < cfg.confirm_frames or not enough:
             self._lock = None
+            self.state = COLLECTING
             return None
         kst = np.asarray(keyframe_stamps_ns, dtype=np.int64)
         candidates = self._candidates(current, kst, stamp_ns)
@@ -227,6 +270,7 @@ class LoopDetector:
                 j = int(candidates[best])
                 match = SequenceMatch(j, float(current[j]), float(sequence[best]), False)
         self._lock = None if match is None else (int(kst[match.keyframe]), stamp_ns)
+        self.state = SEARCHING if match is None else LOCKED
         return match
 
     def _candidates(self, current: np.ndarray, kst: np.ndarray, stamp_ns: int) -> np.ndarray:
