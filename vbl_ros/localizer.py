@@ -44,7 +44,7 @@ import numpy as np
 from vbl_ros.errors import ConfigError
 from vbl_ros.geometry.rotations import euler_to_rotation, quaternion_to_euler, rotation_to_quaternion
 from vbl_ros.mapping import Keyframe, KeyframeMap
-from vbl_ros.tracking import FilterConfig, FilterEstimate, LoopConfig, LoopDetector, PlaceFilter, ScoreModel
+from vbl_ros.tracking import FilterConfig, FilterEstimate, LoopConfig, LoopDetector, PlaceFilter
 
 __all__ = [
     "LocalizationResult",
@@ -94,16 +94,18 @@ class LocalizerConfig:
         filter_radius_m: filtered mode: a prior is published when filter_min_mass of the belief lies
             within this radius of the estimate.
         filter_min_mass: filtered mode: belief share within filter_radius_m needed for a prior.
-        filter_confirm_frames: filtered mode: consecutive frames whose strong matches must support
-            the concentrated belief before the filter (re)starts publishing priors (twice as many
-            without odometry).
-        filter_max_frames_unsupported: filtered mode: frames without a strong match near the
-            estimate (moving on odometry or the speed prior alone) before the filter calls itself lost.
+        filter_confirm_frames: filtered mode: the fewest frames a hypothesis must have been followed
+            before the filter may start publishing priors from it.
+        filter_confirm_error: filtered mode: error rate accepted when confirming a hypothesis: its
+            accumulated log likelihood ratio against a random place must reach
+            log((1 - filter_confirm_error) / filter_confirm_error) (three times that without odometry).
+        filter_max_frames_unsupported: filtered mode: frames whose matches do not favour the estimate
+            (moving on odometry or the speed prior alone) before the filter calls itself lost.
         filter_max_speed_mps: filtered mode: largest speed of the motion prior used without odometry.
         filter_odometry_noise: filtered mode: motion noise as a share of the odometry's distance and turn.
-        filter_evidence_weight: filtered mode: tempering (0..1] of each frame's calibrated evidence.
-        filter_covariance_floor_m: filtered mode: floor (std, metres) of the prior's position
-            covariance; 0 = half the map's keyframe spacing, at least 1 m.
+        filter_evidence_weight: filtered mode: tempering (0..1] of each frame's log likelihood ratio
+            (consecutive frames' retrieval errors are correlated).
+        filter_covariance_floor_m: filtered mode: floor (std, metres) of the prior's position covariance.
         filter_seed: filtered mode: random seed of the particles (same inputs, same outputs).
     """
 
@@ -126,6 +128,7 @@ class LocalizerConfig:
     filter_radius_m: float = FilterConfig.radius_m
     filter_min_mass: float = FilterConfig.min_mass
     filter_confirm_frames: int = FilterConfig.confirm_frames
+    filter_confirm_error: float = FilterConfig.confirm_error
     filter_max_frames_unsupported: int = FilterConfig.max_frames_unsupported
     filter_max_speed_mps: float = FilterConfig.max_speed_mps
     filter_odometry_noise: float = FilterConfig.odometry_noise
@@ -177,6 +180,7 @@ class LocalizerConfig:
                 min_mass=self.filter_min_mass,
                 keep_mass=min(FilterConfig.keep_mass, self.filter_min_mass),
                 confirm_frames=self.filter_confirm_frames,
+                confirm_error=self.filter_confirm_error,
                 max_frames_unsupported=self.filter_max_frames_unsupported,
                 max_speed_mps=self.filter_max_speed_mps,
                 odometry_noise=self.filter_odometry_noise,
@@ -377,11 +381,8 @@ class Localizer:
         self.filter: PlaceFilter | None = None
         if config.prior_mode == "filtered" and keyframe_map is not None and len(keyframe_map):
             fcfg = config.filter_config()
-            score_model = ScoreModel.calibrate(keyframe_map.descriptors(), keyframe_map.positions(), fcfg)
             yaws = quaternion_to_euler(keyframe_map.orientations())[:, 2]
-            self.filter = PlaceFilter(
-                keyframe_map.positions(), yaws, fcfg, score_model, position_floor_m=self.position_floor_m
-            )
+            self.filter = PlaceFilter(keyframe_map.positions(), yaws, fcfg)
         self._last_kf_stamp: int | None = None
         self._last_kf_position: np.ndarray | None = None
 
