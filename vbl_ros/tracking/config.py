@@ -62,7 +62,7 @@ class FilterConfig:
     confirm_error: float = 0.001
     hit_rate: float = 0.3
     score_contrast: float = 0.5
-    max_frames_unsupported: int = 6
+    max_frames_unsupported: int = 3
     max_speed_mps: float = 20.0
     odometry_noise: float = 0.05
     heading_noise_deg_per_m: float = 0.2

@@ -91,6 +91,8 @@ _REACH_KERNELS = 3.0  # a match's hit is negligible beyond this many kernel_m (g
 _MIN_SCORE_SPREAD = 1e-4  # floor of a frame's score standard deviation
 _MIN_CHANCE = 0.05  # floor of a frame's chance hit rate (retrieval errors are not spread evenly)
 _NO_ODOMETRY_THRESHOLD = 3.0  # without odometry the motion prior constrains less: three times the evidence
+_CHANCE_SAMPLE = 256  # at most this many keyframes near the matches are scored for the chance level
+_NEIGHBOUR_CELLS = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
 _EVIDENCE_CAP = 1.5  # the accumulated evidence is capped at this many thresholds
 
 
@@ -153,13 +155,12 @@ class _KeyframeGrid:
     def near(self, points: np.ndarray) -> np.ndarray:
         """Ids of the keyframes in the 3 x 3 cells around each point (each id once)."""
         ij = np.floor(points / self.cell).astype(np.int64)
-        offsets = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
-        cells = np.unique(self._keys((ij[:, None, :] + offsets[None]).reshape(-1, 2)))
+        cells = np.unique(self._keys((ij[:, None, :] + _NEIGHBOUR_CELLS[None]).reshape(-1, 2)))
         lo = np.searchsorted(self.sorted_keys, cells, side="left")
-        hi = np.searchsorted(self.sorted_keys, cells, side="right")
-        if not (hi > lo).any():
-            return np.zeros(0, np.int64)
-        return np.concatenate([self.order[a:b] for a, b in zip(lo, hi, strict=True) if b > a])
+        counts = np.searchsorted(self.sorted_keys, cells, side="right") - lo
+        # the runs [lo, lo + count) of the sorted keyframes, concatenated without a Python loop
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        return self.order[starts + np.arange(int(counts.sum()))]
 
 
 class PlaceFilter:
@@ -304,14 +305,15 @@ class PlaceFilter:
     ) -> np.ndarray:
         """``(P,)`` in [0, 1]: how much a retrieved match lands at each pose, ``max_j weight_j k_j``."""
         cfg = self.config
-        dx = xy[:, 0, None] - m_xy[None, :, 0]
-        dy = xy[:, 1, None] - m_xy[None, :, 1]
+        dx = np.subtract.outer(xy[:, 0], m_xy[:, 0])
+        dy = np.subtract.outer(xy[:, 1], m_xy[:, 1])
         # cos(yaw - m_yaw) without a (P, K) cosine
-        cos_d = np.cos(yaw)[:, None] * np.cos(m_yaw)[None, :] + np.sin(yaw)[:, None] * np.sin(m_yaw)[None, :]
-        exponent = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) / math.radians(
-            cfg.kernel_yaw_deg
-        ) ** 2
-        return (np.exp(exponent) * weight[None, :]).max(axis=1)
+        cos_d = np.outer(np.cos(yaw), np.cos(m_yaw)) + np.outer(np.sin(yaw), np.sin(m_yaw))
+        log_k = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) * (
+            1.0 / math.radians(cfg.kernel_yaw_deg) ** 2
+        )
+        # max_j weight_j k_j = exp(max_j (log weight_j + log k_j)): one exponential per pose
+        return np.exp((log_k + np.log(weight)[None, :]).max(axis=1))
 
     def _hit_ratios(self, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
         """The likelihood ratios ``(hit, miss)`` of a pose whose hit is 1 and 0, right vs random place.
@@ -323,7 +325,11 @@ class PlaceFilter:
         if len(m_xy) == 0:
             return 1.0, 1.0
         near = self._grid.near(m_xy)
-        total = float(self._hits(self.positions[near, :2], self.yaws[near], m_xy, m_yaw, weight).sum())
+        count = len(near)
+        if count > _CHANCE_SAMPLE:  # a dense map: the mean hit over an even subsample (bounded cost)
+            near = near[np.linspace(0, count - 1, _CHANCE_SAMPLE).astype(np.int64)]
+        hits = self._hits(self.positions[near, :2], self.yaws[near], m_xy, m_yaw, weight)
+        total = float(hits.mean()) * count if count else 0.0
         chance = min(max(total / len(self.positions), _MIN_CHANCE), 1.0)
         p = self.config.hit_rate
         if chance >= p:  # the matches cover the map: no evidence
