@@ -17,7 +17,8 @@ covariance (x y z roll pitch yaw, row-major 6x6):
 Filtered priors (``prior_mode: filtered``): the same ``4 * top_k`` matches feed a temporal
 particle filter over map places (:class:`~vbl_ros.tracking.PlaceFilter`), moved by the odometry
 pose given with each frame or, without it, by a bounded speed prior. A prior is published when the
-filter is ``tracking`` (its belief concentrated); its position and covariance are the belief's,
+filter is ``tracking`` (its belief concentrated and confirmed by a sequential test of the frames'
+matches against chance); its position and covariance are the belief's,
 its yaw the particles', roll and pitch the nearest matched keyframe's. The single-frame test's
 distinctiveness is still computed and reported. Results carry the filter's state and spread.
 
@@ -534,7 +535,8 @@ class Localizer:
             return None, (
                 f"filter {estimate.state}: {100 * estimate.mass:.0f} % of the belief within "
                 f"{cfg.radius_m:g} m (min {100 * cfg.min_mass:.0f} %), spread {estimate.spread_m:.1f} m, "
-                f"{estimate.unsupported_frames} frames without a strong match near it"
+                f"evidence {estimate.evidence:.1f} (confirmed at {self.filter.threshold:.1f}, 3x without "
+                f"odometry), {estimate.unsupported_frames} frames whose matches do not favour it"
             )
         kf = estimate.best_keyframe if estimate.best_keyframe >= 0 else int(ids[0])
         roll, pitch, _ = quaternion_to_euler(self.map.orientations()[kf])

@@ -1,10 +1,10 @@
 """The temporal pose filter: a particle filter over map places fed by each frame's retrieved matches.
 
-Design (Monte Carlo localization on a keyframe map, with sensor resetting):
+Design (Monte Carlo localization on a keyframe map, with sensor resetting and a sequential test):
 
 - **State**: a fixed number of particles ``(x, y, yaw)`` in the map's frame with weights. The count
-  does not depend on the map: the filter only ever looks at the frame's retrieved matches, so its cost
-  per frame is the same for 400 or 1M keyframes.
+  does not depend on the map: the filter only ever looks at the frame's retrieved matches (and the
+  map's keyframes near them), so its cost per frame is bounded whatever the map's size.
 - **Motion step**: with odometry, each particle moves by the odometry's body-frame displacement and
   heading change since the previous frame, applied in the particle's own heading, with noise
   proportional to the motion (``odometry_noise`` of the distance and of the turn, plus
@@ -13,54 +13,56 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   random acceleration (2 m/s^2) each frame, clipped to that range; it moves along its heading, the
   heading diffusing (10 deg per frame). Headings and speeds that agree with the sequence of matches
   survive the measurement step: the filter learns the speed and direction from retrieval alone.
-- **Measurement step**: only the current frame's retrieved matches (the localizer's top
-  ``4 * top_k``). Each match ``j`` with score ``s_j`` is a kernel around its keyframe (position
-  ``kernel_m``, heading ``kernel_yaw_deg``) of height ``l_j = w (LLR(s_j) - LLR(s_min))``: the
-  calibrated log likelihood ratio of its score (:class:`ScoreModel`) above the frame's lowest
-  retrieved score (a keyframe that was not retrieved scored at most that), tempered by
-  ``evidence_weight`` ``w`` because consecutive frames' retrieval errors are correlated. A particle's
-  log likelihood is the largest kernel value at it (``max_j l_j k_j``; a max, not a sum, so that a
-  dense map's several keyframes of one place count once).
-- **Calibration** (:meth:`ScoreModel.calibrate`): at start, ``calibration_samples`` map keyframes are
-  scored against other map keyframes: the following keyframes of the same drive between
-  ``kernel_m`` and ``3 kernel_m`` away (closer ones are near-duplicates, not another visit) give the
-  "right place" scores, random keyframes farther than ``max(50 m, 3 radius_m)`` the "wrong place"
-  scores. Two Gaussians with a pooled standard deviation ``sigma`` give a log likelihood ratio linear
-  in the score, ``(mu_right - mu_wrong) / sigma^2 * (s - (mu_right + mu_wrong) / 2)``. The scale is
-  therefore the model's and the map's own, not a hand-set temperature. These are unconditional
-  score distributions on purpose: the likelihood of a frame at place ``x`` is the product over map
-  keyframes of ``p(s | right)`` near ``x`` and ``p(s | wrong)`` elsewhere, i.e. up to a constant the
-  ratio of the keyframes near ``x``; keyframes that were not retrieved scored at most ``s_min``. The
-  cost is a few thousand dot products, whatever the map's size. Two assumptions: the map's
-  keyframes are stored in drive order (``build_map`` does so), and the query's condition separates
-  right from wrong places about as well as the map's own images do (true for the demo's sunny and
-  snow drives against an overcast map; at night retrieval is weaker than calibrated, which the
-  confirmation below has to absorb). A map too small to calibrate gets a cautious fallback.
+- **Measurement step: hits against the frame's own chance level.** Scores are not comparable across
+  conditions (at night every score is low, a wrong place in daylight scores higher than the right
+  one at night), so the filter does not read them on an absolute scale. Each retrieved match ``j``
+  (the localizer's top ``4 * top_k``) is a kernel around its keyframe (position ``kernel_m``, heading
+  ``kernel_yaw_deg``: a street driven the other way is another place), weighed by its score
+  standardised by the frame's own retrieved scores (local contrast normalisation, as SeqSLAM):
+  ``weight_j = exp(score_contrast * (z_j - z_max))``. A pose's *hit* ``h = max_j weight_j k_j`` in
+  [0, 1] says how much a match landed there. Two hypotheses: the robot is there (then the frame's
+  matches hit it with probability ``hit_rate``, a pessimistic, night-like value: at night the right
+  place is among the 20 matches in about 60 % of frames and first in about 20 %), or it is at a
+  random place of the map, which the matches hit with the frame's **chance level** ``c``: the mean
+  hit over the map's keyframes (computed on the keyframes near the matches, at most 256 of them;
+  at least 0.05, since retrieval errors are not spread evenly over the map). A frame whose matches
+  are scattered over many places has a high chance level and says little; one whose matches agree
+  says much. The pose's likelihood ratio is ``miss + (hit - miss) h`` with ``hit = hit_rate / c``,
+  ``miss = (1 - hit_rate) / (1 - c)``: its mean over the map is 1, a hit counts for, a miss
+  against. Its log, tempered by ``evidence_weight`` (consecutive frames' retrieval errors are
+  correlated), re-weighs the particles.
 - **Sensor resetting** (augmented MCL): after each frame's estimate a share of particles is
-  re-drawn around the current matches (a match chosen with probability ``~ exp(l_j)``), to be
-  judged by the following frames, not by the frame that placed them. The share is ``reset_min`` while
-  the belief explains the frame's evidence as well as it usually does and rises towards
-  ``reset_max`` as it explains it worse: ``1 - fast / slow``, the short- over the long-term average
-  of the support ``sum_p w_p exp(L_p - max_j l_j)`` (Thrun et al., Probabilistic Robotics 8.3.5); it
-  is ``reset_max`` when the filter has run too long without support. So a kidnapped robot
-  re-localizes from retrieval alone.
+  re-drawn around the current matches (a match chosen with probability ~ its weight), to be judged
+  by the following frames, not by the frame that placed them. The share is ``reset_min`` while the
+  belief explains the frame's matches as well as it usually does and rises towards ``reset_max`` as
+  it explains them worse: ``1 - fast / slow``, the short- over the long-term average of the belief's
+  mean hit (Thrun et al., Probabilistic Robotics 8.3.5); it is ``reset_max`` when the filter has run
+  too long without support. So a kidnapped robot re-localizes from retrieval alone.
 - **Output**: the estimate is the weighted mean of the particles within ``radius_m`` of the densest
   particle (two mean-shift steps); ``mass`` is the weight within ``radius_m`` of it, ``spread_m``
-  the RMS distance of all particles to their mean. The estimate is *supported* by a frame when one
-  of its matches is strong (at least half the frame's best ``l_j``) and its kernel at the estimate
-  keeps that share. The filter starts ``tracking`` (from ``initializing`` after a (re)start, or from
-  ``lost``) only when the belief is concentrated (mass >= ``min_mass``) and supported by
-  ``confirm_frames`` consecutive frames (twice as many without odometry, whose motion prior
-  constrains less; a third of that when the track was lost without its estimate jumping since, i.e.
-  it kept moving as the robot did): one strong wrong match, or a wrong place that looks right for a
-  few frames, cannot make it confident. It stays tracking while the belief stays concentrated (mass
-  >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the last
-  ``max_frames_unsupported`` frames (it bridges frames where retrieval fails, on odometry or the
-  speed prior), and is ``lost`` otherwise. A prior is offered only while tracking. An estimate that
-  moves farther than ``radius_m`` plus the motion allowed since the last frame (the belief's mass
-  went over to another place) is a new hypothesis: it is not published until it is confirmed the
-  same way. Position = estimate, covariance = the particles' spread within the radius plus a floor,
-  yaw = their circular mean.
+  the RMS distance of all particles to their mean.
+- **Confirmation: a sequential test of the tracked hypothesis** ("the robot is within ``radius_m`` of
+  the estimate") against "it is at a random place of the map". Each frame's log likelihood ratio of
+  the hypothesis is the log of the predicted belief's mean likelihood ratio inside the radius; the
+  frame *supports* the estimate when it is positive. They are summed as Page's CUSUM
+  (``max(0, sum)``, capped at 1.5 thresholds so that a loss shows in time) from the moment the
+  hypothesis appeared; an estimate that moves farther than ``radius_m`` plus the motion allowed
+  since the last frame (the belief's mass went over to another place) is a new hypothesis whose sum
+  starts at zero. The filter starts ``tracking`` (from ``initializing``, or from ``lost``) when the
+  sum reaches Wald's threshold ``log((1 - confirm_error) / confirm_error)`` (three times that
+  without odometry, whose motion prior lets a hypothesis chase the matches), the belief is
+  concentrated (mass >= ``min_mass``), the frame supports it and it has been followed for
+  ``confirm_frames`` frames. Many weak but consistent hits confirm a place as surely as a few strong
+  ones: at night, where the right place is rarely the first match, the sum still grows. It stays
+  tracking while the belief stays concentrated (mass >= ``keep_mass``), the sum is positive and the
+  estimate was supported within the last ``max_frames_unsupported`` frames (it bridges frames where
+  retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
+  only while tracking.
+- **Covariance**: the particles' spread within the radius times ``covariance_scale`` (with odometry)
+  or ``covariance_scale_no_odometry``, plus a floor. The particles stay spread over the match
+  kernels while their mean is much more precise; the scales are calibrated on the tuning town's
+  drives (95 % ellipses holding about 95 % of the errors, with a drifting odometry). Yaw = the
+  particles' circular mean.
 
 Everything random comes from one generator seeded by ``FilterConfig.seed`` (reset by :meth:`reset`).
 """
