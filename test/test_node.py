@@ -423,9 +423,10 @@ def test_an_exported_model_runs_in_the_node_without_pytorch(
     """The map built in PyTorch, the node running the same weights exported to ONNX in another
     runtime (chosen by a parameter): it localizes over DDS, and PyTorch is never loaded.
 
-    The node runs with filtered priors (``prior_mode:=filtered``, confirmed after one frame, i.e.
-    two without odometry): the first frame is answered without a prior (the filter initializes),
-    a following one with the prior at the keyframe, and the diagnostics report the filter tracking.
+    The node runs with filtered priors (``prior_mode:=filtered``, set to confirm within a few frames
+    on this map of four places: hits assumed in 90 % of frames, a 40 % error rate accepted): the
+    first frame is answered without a prior (the filter initializes), a following one with the
+    prior at the keyframe, and the diagnostics report the filter tracking.
     """
     pytest.importorskip(runtime)
     from vbl_ros.export import export_model
@@ -436,6 +437,7 @@ def test_an_exported_model_runs_in_the_node_without_pytorch(
     args = ["--params-file", PARAMS_FILE, "-p", f"map:={map_dir}", "-p", f"model:={onnx}"]
     args += ["-p", f"runtime:={runtime}", "-p", "device:=cpu", "-r", "image:=/cam/image"]
     args += ["-p", "prior_mode:=filtered", "-p", "filter_confirm_frames:=1"]
+    args += ["-p", "filter_hit_rate:=0.9", "-p", "filter_confirm_error:=0.4"]
     session = _start(tmp_path, args, compressed=False)
     try:
         stamps = [77 * NS + k * NS // 5 for k in range(6)]  # 5 frames/s of the same place

@@ -100,12 +100,17 @@ class LocalizerConfig:
         filter_confirm_error: filtered mode: error rate accepted when confirming a hypothesis: its
             accumulated log likelihood ratio against a random place must reach
             log((1 - filter_confirm_error) / filter_confirm_error) (three times that without odometry).
+        filter_hit_rate: filtered mode: share of frames whose matches are assumed to land at the right
+            place (pessimistic, night-like; a map of a few places needs a higher one to give evidence).
         filter_max_frames_unsupported: filtered mode: frames whose matches do not favour the estimate
             (moving on odometry or the speed prior alone) before the filter calls itself lost.
         filter_max_speed_mps: filtered mode: largest speed of the motion prior used without odometry.
         filter_odometry_noise: filtered mode: motion noise as a share of the odometry's distance and turn.
         filter_evidence_weight: filtered mode: tempering (0..1] of each frame's log likelihood ratio
             (consecutive frames' retrieval errors are correlated).
+        filter_covariance_scale: filtered mode, with odometry: the prior's position std is this many
+            times the particles' spread near the estimate (0.85 fits a drifting odometry, 3 % and
+            0.5 deg/m; 0.25 an INS-grade one; benchmarks/README.md, tracking.py).
         filter_covariance_floor_m: filtered mode: floor (std, metres) of the prior's position covariance.
         filter_seed: filtered mode: random seed of the particles (same inputs, same outputs).
     """
@@ -130,10 +135,12 @@ class LocalizerConfig:
     filter_min_mass: float = FilterConfig.min_mass
     filter_confirm_frames: int = FilterConfig.confirm_frames
     filter_confirm_error: float = FilterConfig.confirm_error
+    filter_hit_rate: float = FilterConfig.hit_rate
     filter_max_frames_unsupported: int = FilterConfig.max_frames_unsupported
     filter_max_speed_mps: float = FilterConfig.max_speed_mps
     filter_odometry_noise: float = FilterConfig.odometry_noise
     filter_evidence_weight: float = FilterConfig.evidence_weight
+    filter_covariance_scale: float = FilterConfig.covariance_scale
     filter_covariance_floor_m: float = FilterConfig.covariance_floor_m
     filter_seed: int = FilterConfig.seed
 
@@ -182,10 +189,12 @@ class LocalizerConfig:
                 keep_mass=min(FilterConfig.keep_mass, self.filter_min_mass),
                 confirm_frames=self.filter_confirm_frames,
                 confirm_error=self.filter_confirm_error,
+                hit_rate=self.filter_hit_rate,
                 max_frames_unsupported=self.filter_max_frames_unsupported,
                 max_speed_mps=self.filter_max_speed_mps,
                 odometry_noise=self.filter_odometry_noise,
                 evidence_weight=self.filter_evidence_weight,
+                covariance_scale=self.filter_covariance_scale,
                 covariance_floor_m=self.filter_covariance_floor_m,
                 seed=self.filter_seed,
             )
