@@ -190,6 +190,33 @@ def test_weak_evidence_with_odometry_converges_to_the_right_place(town) -> None:
     assert np.nanmax(err) <= 10.0  # and every one at the right place, none on the look-alike street
 
 
+def test_matches_that_agree_count_more_than_matches_scattered_over_the_map(town) -> None:
+    """The frame's own chance level: the same hit at the robot's place is stronger evidence when the
+    frame's other matches all lie on one street far away (which does not move with the robot) than
+    when they are spread over the whole map (a random place is then hit by chance more often)."""
+    world, kmap = town
+    n_kf, frames = len(kmap), 12
+    truth, yaw = drive(world, 0, frames)
+    odometry = odometry_of(truth, yaw)
+    rng = np.random.default_rng(2)
+    scores = np.linspace(0.84, 0.82, K)
+    gained = {}
+    for layout in ("one far street", "scattered"):
+        filt = make_filter(kmap, confirm_error=0.001)  # a cap on the evidence above what is reached
+        evidence = []
+        for i in range(frames):
+            if layout == "scattered":
+                others = rng.choice(n_kf, size=K - 1, replace=False)
+            else:
+                others = (n_kf // 2 + np.arange(K - 1) - K // 2) % n_kf
+            ids = np.concatenate([[i % n_kf], others[others != i % n_kf][: K - 1]])
+            est = filt.update(i * NS, ids, scores[: len(ids)], odometry[i])
+            assert i < 6 or np.linalg.norm(np.array(est.position[:2]) - truth[i]) < 5.0  # found it
+            evidence.append(est.evidence)
+        gained[layout] = evidence[-1] - evidence[6]  # over the last frames, at the right place
+    assert gained["one far street"] > gained["scattered"] > 0
+
+
 def test_kidnapped_robot_relocalizes(town) -> None:
     """At frame 60 the robot is carried 150 m away; its odometry does not know (it keeps going)."""
     world, kmap = town
@@ -248,9 +275,19 @@ def test_same_seed_same_outputs(town) -> None:
 
 def test_filter_config_is_checked_and_loads_from_a_mapping() -> None:
     assert from_dict(FilterConfig, {"particles": 200, "radius_m": 10}).radius_m == 10.0
-    for bad in ({"particles": 1}, {"min_mass": 0.2}, {"reset_min": 0.6, "reset_max": 0.5}, {"kernel_m": 0}):
+    for bad in (
+        {"particles": 1},
+        {"min_mass": 0.2},
+        {"reset_min": 0.6, "reset_max": 0.5},
+        {"kernel_m": 0},
+        {"confirm_error": 0.5},
+        {"hit_rate": 1.0},
+        {"covariance_scale": 0},
+    ):
         with pytest.raises(ConfigError):
             FilterConfig(**bad)
+    with pytest.raises(ConfigError, match="filter_confirm_error"):
+        LocalizerConfig(prior_mode="filtered", filter_confirm_error=0.0)
     with pytest.raises(ConfigError, match="filter_min_mass"):
         LocalizerConfig(prior_mode="filtered", filter_min_mass=2.0)
     with pytest.raises(ConfigError, match="prior_mode"):
