@@ -402,7 +402,7 @@ class PlaceFilter:
         x, y = xy[:, 0], xy[:, 1]
 
         def within(c: np.ndarray) -> np.ndarray:
-            return (x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2
+            return np.flatnonzero((x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2)
 
         # the densest place: among the heaviest particles, the one with most weight within the radius
         top = np.argpartition(w, len(w) - _MODE_CANDIDATES)[-_MODE_CANDIDATES:]
@@ -410,17 +410,20 @@ class PlaceFilter:
         centre = xy[top[int(np.argmax(near @ w))]]
         for _ in range(2):
             inside = within(centre)
-            centre = (w[inside] @ xy[inside]) / w[inside].sum()
+            w_in = w[inside]
+            centre = (w_in @ xy[inside]) / w_in.sum()
         inside = within(centre)
-        mass = float(w[inside].sum())
-        wi = w[inside] / w[inside].sum()
+        w_in = w[inside]
+        mass = float(w_in.sum())
+        wi = w_in / w_in.sum()
         centred = xy[inside] - centre
         spread_cov = (wi[:, None] * centred).T @ centred
         scale = cfg.covariance_scale if self._last_odom is not None else cfg.covariance_scale_no_odometry
         cov = scale**2 * spread_cov + np.eye(2) * self.floor_m**2
-        resultant = wi @ np.exp(1j * self._yaw[inside])
-        yaw = float(np.angle(resultant))
-        yaw_var = float(-2.0 * math.log(min(1.0, max(abs(resultant), 1e-12))))
+        yaw_in = self._yaw[inside]
+        c_mean, s_mean = float(wi @ np.cos(yaw_in)), float(wi @ np.sin(yaw_in))
+        yaw = math.atan2(s_mean, c_mean)
+        yaw_var = -2.0 * math.log(min(1.0, max(math.hypot(c_mean, s_mean), 1e-12)))
         mean_all = w @ xy
         spread = float(math.sqrt(w @ ((xy - mean_all) ** 2).sum(axis=1)))
 
