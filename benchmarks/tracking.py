@@ -19,11 +19,17 @@ is timed apart, with its p95.
 
 Without bags only the cost check runs (``--out results/tracking_cost.json``).
 
-Usage (the demo's map and sunny query; night and snow drives of the demo town)::
+Usage: one map and its query bags, or a suite of towns (a YAML list of ``{name, map, queries,
+role, cases}``, ``role`` ``tuning`` or ``held-out``, ``cases`` whether to run the kidnapped and
+off-map cases on the town's first query; see ``benchmarks/tracking_suite.yaml``)::
 
     nice -n 10 python benchmarks/tracking.py --map /tmp/demo_out/map_spacing2m \\
         --out benchmarks/results/tracking.json \\
         /tmp/demo_out/bags/query_2014-12-07-14-16-45 night_bag snow_bag
+    nice -n 10 python benchmarks/tracking.py --suite benchmarks/tracking_suite.yaml \\
+        --out benchmarks/results/tracking.json
+
+Descriptors are cached under ``--cache``, in a folder per town (``NAME/descriptors_<bag>.npz``).
 """
 
 from __future__ import annotations
@@ -189,15 +195,15 @@ def submap(keyframe_map: KeyframeMap, keep: np.ndarray) -> KeyframeMap:
 
 def time_filter(keyframes: int, frames: int = 2000) -> dict:
     """The filter's cost per frame on a map of ``keyframes`` places (positions only: the filter never
-    touches descriptors after calibration), fed ``4 * top_k`` matches per frame, with odometry."""
-    from vbl_ros.tracking import FilterConfig, PlaceFilter, ScoreModel
+    touches descriptors), fed ``4 * top_k`` matches per frame, with odometry."""
+    from vbl_ros.tracking import FilterConfig, PlaceFilter
 
     rng = np.random.default_rng(0)
     side = math.ceil(math.sqrt(keyframes))
     grid = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:keyframes] * 2.5
     positions = np.column_stack([grid, np.zeros(keyframes)])
     config = FilterConfig()
-    filt = PlaceFilter(positions, rng.uniform(-np.pi, np.pi, keyframes), config, ScoreModel(0.91, 0.89, 0.02))
+    filt = PlaceFilter(positions, rng.uniform(-np.pi, np.pi, keyframes), config)
     k = 4 * LocalizerConfig().top_k
     times, cpu = [], []
     for i in range(frames):
@@ -227,59 +233,41 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bags", type=Path, nargs="*", help="query bags (none: only the cost check)")
-    parser.add_argument("--map", type=Path, help="the map (needed with bags)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/vbl_tracking_cache"))
-    parser.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="LocalizerConfig overrides, e.g. filter_min_mass=0.9",
-    )
-    parser.add_argument("--no-cases", action="store_true", help="skip the kidnapped and off-map cases")
-    parser.add_argument(
-        "--timing-keyframes",
-        type=int,
-        nargs="*",
-        default=[400, 1_000_000],
-        help="map sizes of the cost check",
-    )
-    args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    logging.basicConfig(level=logging.WARNING)
-    if not args.bags:
-        rows = [time_filter(n) for n in args.timing_keyframes]
-        for row in rows:
-            print("filter cost per frame:", row)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"command": "python benchmarks/tracking.py " + " ".join(os.sys.argv[1:]), "date": _now()}
-        args.out.write_text(json.dumps({**meta, "filter_cost_vs_map_size": rows}, indent=2) + "\n")
-        return
-    if args.map is None:
-        parser.error("--map is needed with query bags")
-    keyframe_map = KeyframeMap.load(args.map)
-    modes = {
-        "single": (LocalizerConfig(prior_mode="single"), None),
-        "filtered, no odometry": (LocalizerConfig(prior_mode="filtered", **overrides), None),
-        "filtered, odometry": (LocalizerConfig(prior_mode="filtered", **overrides), "exact"),
-        "filtered, noisy odometry": (LocalizerConfig(prior_mode="filtered", **overrides), "noisy"),
-    }
-    out: dict = {
-        "command": "python benchmarks/tracking.py " + " ".join(os.sys.argv[1:]),
-        "date": _now(),
-        "machine": f"{os.cpu_count()} x {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}",
-        "map": f"{args.map} ({len(keyframe_map)} keyframes)",
-        "settings": dataclasses.asdict(modes["filtered, odometry"][0]),
-        "noisy_odometry": f"{100 * SCALE_ERROR:g} % scale error, {HEADING_DRIFT_DEG_PER_M:g} deg/m heading drift",
-        "drives": {},
-    }
-    filter_ms: list[float] = []
-    for i, bag in enumerate(args.bags):
-        stamps, desc = descriptors(bag, args.cache)
+def git_commit() -> str:
+    """The repository's commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def run_town(
+    keyframe_map: KeyframeMap,
+    bags: list[Path],
+    cache: Path,
+    modes: dict,
+    cases: bool,
+    filter_ms: list[float],
+) -> dict:
+    """Every mode on every query bag of one town, and the hard cases on its first bag when asked."""
+    drives: dict = {}
+    for i, bag in enumerate(bags):
+        stamps, desc = descriptors(bag, cache)
         truth = frame_truth(bag, keyframe_map.utm_origin)
         truth_p, truth_y = truth.positions(stamps), truth.yaw_rad(stamps)
         exact = odometry_poses(bag, stamps)
@@ -290,7 +278,7 @@ def main() -> None:
             filter_ms += ms
             drive[name] = score(results, truth_p, truth_y, keyframe_map)
             print(f"{bag.name:40s} {name:26s} {json.dumps(drive[name])}", flush=True)
-        if i == 0 and not args.no_cases:
+        if i == 0 and cases:
             for name in ("single", "filtered, odometry", "filtered, no odometry"):
                 config, odom = modes[name]
                 k_stamps, k_desc, k_odom, k_truth, k_yaw = kidnapped(stamps, desc, exact, truth_p, truth_y)
@@ -314,7 +302,104 @@ def main() -> None:
                 )
                 drive[f"off-map (first half of the map): {name}"] = case
                 print(f"{bag.name:40s} off-map {name:18s} {json.dumps(case)}", flush=True)
-        out["drives"][bag.name] = drive
+        drives[bag.name] = drive
+    return drives
+
+
+def load_suite(path: Path) -> list[dict]:
+    """The towns of a suite file: a YAML list of ``{name, map, queries, role, cases}``."""
+    towns = yaml.safe_load(path.read_text())
+    if not isinstance(towns, list) or not towns:
+        raise SystemExit(f"{path}: expected a YAML list of towns ({{name, map, queries, role, cases}})")
+    for town in towns:
+        missing = {"name", "map", "queries"} - set(town)
+        if missing:
+            raise SystemExit(f"{path}: town {town} lacks {', '.join(sorted(missing))}")
+        town.setdefault("role", "tuning")
+        town.setdefault("cases", False)
+    return towns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bags", type=Path, nargs="*", help="query bags (none: only the cost check)")
+    parser.add_argument("--map", type=Path, help="the map (needed with bags)")
+    parser.add_argument("--suite", type=Path, help="a YAML list of towns {name, map, queries, role, cases}")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/vbl_tracking_cache"))
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="LocalizerConfig overrides, e.g. filter_min_mass=0.9",
+    )
+    parser.add_argument("--no-cases", action="store_true", help="skip the kidnapped and off-map cases")
+    parser.add_argument(
+        "--timing-keyframes",
+        type=int,
+        nargs="*",
+        default=[400, 1_000_000],
+        help="map sizes of the cost check",
+    )
+    args = parser.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    logging.basicConfig(level=logging.WARNING)
+    meta = {
+        "command": "python benchmarks/tracking.py " + " ".join(os.sys.argv[1:]),
+        "date": _now(),
+        "machine": f"{os.cpu_count()} x {platform.processor() or platform.machine()}, "
+        f"load {os.getloadavg()[0]:.1f}",
+        "git_commit": git_commit(),
+    }
+    if not args.bags and args.suite is None:
+        rows = [time_filter(n) for n in args.timing_keyframes]
+        for row in rows:
+            print("filter cost per frame:", row)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**meta, "filter_cost_vs_map_size": rows}, indent=2) + "\n")
+        return
+    if args.suite is not None:
+        towns = load_suite(args.suite)
+    elif args.map is None:
+        parser.error("--map is needed with query bags")
+    else:
+        towns = [
+            {"name": args.map.name, "map": args.map, "queries": args.bags, "role": "tuning", "cases": True}
+        ]
+    modes = {
+        "single": (LocalizerConfig(prior_mode="single"), None),
+        "filtered, no odometry": (LocalizerConfig(prior_mode="filtered", **overrides), None),
+        "filtered, odometry": (LocalizerConfig(prior_mode="filtered", **overrides), "exact"),
+        "filtered, noisy odometry": (LocalizerConfig(prior_mode="filtered", **overrides), "noisy"),
+    }
+    out: dict = {
+        **meta,
+        "settings": dataclasses.asdict(modes["filtered, odometry"][0]),
+        "noisy_odometry": f"{100 * SCALE_ERROR:g} % scale error, {HEADING_DRIFT_DEG_PER_M:g} deg/m heading drift",
+        "towns": {},
+    }
+    filter_ms: list[float] = []
+    for town in towns:
+        keyframe_map = KeyframeMap.load(Path(town["map"]))
+        bags = [Path(b) for b in town["queries"]]
+        print(
+            f"== {town['name']} ({town['role']}): {town['map']} ({len(keyframe_map)} keyframes)", flush=True
+        )
+        drives = run_town(
+            keyframe_map,
+            bags,
+            args.cache / town["name"],
+            modes,
+            bool(town["cases"]) and not args.no_cases,
+            filter_ms,
+        )
+        out["towns"][town["name"]] = {
+            "role": town["role"],
+            "map": f"{town['map']} ({len(keyframe_map)} keyframes)",
+            "drives": drives,
+        }
+        out["load_average_1min_after_" + town["name"]] = os.getloadavg()[0]
     times = np.array(filter_ms)
     out["filter_ms_per_frame"] = {
         "p50": float(np.percentile(times, 50)),

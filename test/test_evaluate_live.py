@@ -134,7 +134,7 @@ def test_live_replay_with_the_bags_odometry_feeds_the_nodes_filter(setup, tmp_pa
     repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
     params = tmp_path / "filtered.yaml"
     text = repo_params.read_text().replace("prior_mode: single", "prior_mode: filtered")
-    params.write_text(text.replace("filter_confirm_frames: 10", "filter_confirm_frames: 3"))
+    params.write_text(text.replace("filter_confirm_error: 0.001", "filter_confirm_error: 0.01"))
     run = _replay_slowly(setup, tmp_path, params_file=params, odometry_topic=ODOMETRY_TOPIC)
     # the odometry's messages are not counted as frames; the node received them (the first ones may
     # go out before the node's odometry subscription is matched)

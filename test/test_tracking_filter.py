@@ -19,7 +19,7 @@ from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError
 from vbl_ros.localizer import Localizer, LocalizerConfig
 from vbl_ros.mapping import Keyframe, KeyframeMap
-from vbl_ros.tracking import FilterConfig, PlaceFilter, ScoreModel
+from vbl_ros.tracking import FilterConfig, PlaceFilter
 
 DIM = 64
 SPACING = 2.5
@@ -71,16 +71,15 @@ def town() -> tuple[World, KeyframeMap]:
     return world, world.keyframe_map()
 
 
-# The synthetic drives are short (40 to 260 frames) and their matches noisier than the demo's (the right
-# place is a strong match in fewer frames in a row): confirm after 3 supported frames, not 10.
-SETTINGS = {"confirm_frames": 3, "max_frames_unsupported": 10}
+# The synthetic drives are short (40 to 260 frames): confirm at an error rate of 1 %, not 0.1 %
+# (a threshold of 4.6 instead of 6.9 on the accumulated log likelihood ratio).
+SETTINGS = {"confirm_error": 0.01}
 
 
 def make_filter(kmap: KeyframeMap, **settings) -> PlaceFilter:
     config = FilterConfig(**{**SETTINGS, **settings})
-    score_model = ScoreModel.calibrate(kmap.descriptors(), kmap.positions(), config)
     yaws = np.arctan2(kmap.orientations()[:, 2], kmap.orientations()[:, 3]) * 2
-    return PlaceFilter(kmap.positions(), yaws, config, score_model, position_floor_m=1.25)
+    return PlaceFilter(kmap.positions(), yaws, config)
 
 
 def run(
@@ -131,20 +130,6 @@ def single_frame_top1_errors(kmap: KeyframeMap, world: World, truth: np.ndarray)
 # ------------------------------------------------------------------------------------------ tests
 
 
-def test_calibration_separates_right_from_wrong_places(town) -> None:
-    _world, kmap = town
-    model = ScoreModel.calibrate(kmap.descriptors(), kmap.positions(), FilterConfig())
-    assert model.right_count >= 20 and model.wrong_count >= 20
-    assert model.right_mean > model.wrong_mean
-    assert (
-        model.log_ratio(np.array([model.right_mean]))[0]
-        > 0
-        > model.log_ratio(np.array([model.wrong_mean]))[0]
-    )
-    tiny = ScoreModel.calibrate(kmap.descriptors()[:1], kmap.positions()[:1], FilterConfig())
-    assert tiny.right_count == 0  # the fallback
-
-
 def test_straight_drive_with_odometry_tracks_every_frame(town) -> None:
     world, kmap = town
     truth, yaw = drive(world, 0, 90)  # along the first street
@@ -168,6 +153,68 @@ def test_loop_drive_across_the_start(town) -> None:
         np.isfinite(err[10:]).mean() >= 0.6
     )  # the 90-degree corners cost frames: lost, then confirmed again
     assert np.nanmax(err) <= 10.0
+
+
+def test_weak_evidence_with_odometry_converges_to_the_right_place(town) -> None:
+    """Night-like retrieval: the right place is among a frame's 20 matches in 60 % of frames, first
+    in only 10 %; a look-alike street (the loop's far side, moving along with the robot) is among
+    them in 30 %; the rest are random keyframes; all scores alike (0.82-0.84). Each frame alone is
+    useless (the best match is right in about a tenth of frames); with odometry the filter must
+    find the right place, and never publish the look-alike one."""
+    world, kmap = town
+    rng = np.random.default_rng(5)
+    n_kf, frames = len(kmap), 200
+    truth, yaw = drive(world, 0, frames)
+    right = np.arange(frames) % n_kf  # the keyframe at the robot's place
+    ghost = (right + n_kf // 2) % n_kf  # the same place on the other side of the loop
+    ids = np.empty((frames, K), np.int64)
+    top1_right = 0
+    for i in range(frames):
+        row = list(rng.choice(n_kf, size=K, replace=False))
+        if rng.random() < 0.3:  # the look-alike street
+            row[int(rng.integers(0, K))] = ghost[i]
+        if rng.random() < 0.6:
+            rank = 0 if rng.random() < 1 / 6 else int(rng.integers(1, K))
+            row[rank] = right[i]
+            top1_right += rank == 0
+        ids[i] = row
+    scores = np.sort(rng.uniform(0.82, 0.84, (frames, K)), axis=1)[:, ::-1]
+    assert top1_right / frames < 0.15
+    filt = make_filter(kmap, confirm_error=0.001)  # the default confirmation, not the tests' faster one
+    odometry = odometry_of(truth, yaw)
+    est = [filt.update(i * NS, ids[i], scores[i], odometry[i]) for i in range(frames)]
+    err = errors(est, truth)
+    # it converged: priors for a third of the frames (this drive: half; the confirmation, and losses
+    # after 3 frames in a row without the right place among the matches, cost the rest)
+    assert np.isfinite(err).sum() >= frames / 3
+    assert np.nanmax(err) <= 10.0  # and every one at the right place, none on the look-alike street
+
+
+def test_matches_that_agree_count_more_than_matches_scattered_over_the_map(town) -> None:
+    """The frame's own chance level: the same hit at the robot's place is stronger evidence when the
+    frame's other matches all lie on one street far away (which does not move with the robot) than
+    when they are spread over the whole map (a random place is then hit by chance more often)."""
+    world, kmap = town
+    n_kf, frames = len(kmap), 12
+    truth, yaw = drive(world, 0, frames)
+    odometry = odometry_of(truth, yaw)
+    rng = np.random.default_rng(2)
+    scores = np.linspace(0.84, 0.82, K)
+    gained = {}
+    for layout in ("one far street", "scattered"):
+        filt = make_filter(kmap, confirm_error=0.001)  # a cap on the evidence above what is reached
+        evidence = []
+        for i in range(frames):
+            if layout == "scattered":
+                others = rng.choice(n_kf, size=K - 1, replace=False)
+            else:
+                others = (n_kf // 2 + np.arange(K - 1) - K // 2) % n_kf
+            ids = np.concatenate([[i % n_kf], others[others != i % n_kf][: K - 1]])
+            est = filt.update(i * NS, ids, scores[: len(ids)], odometry[i])
+            assert i < 6 or np.linalg.norm(np.array(est.position[:2]) - truth[i]) < 5.0  # found it
+            evidence.append(est.evidence)
+        gained[layout] = evidence[-1] - evidence[6]  # over the last frames, at the right place
+    assert gained["one far street"] > gained["scattered"] > 0
 
 
 def test_kidnapped_robot_relocalizes(town) -> None:
@@ -228,9 +275,19 @@ def test_same_seed_same_outputs(town) -> None:
 
 def test_filter_config_is_checked_and_loads_from_a_mapping() -> None:
     assert from_dict(FilterConfig, {"particles": 200, "radius_m": 10}).radius_m == 10.0
-    for bad in ({"particles": 1}, {"min_mass": 0.2}, {"reset_min": 0.6, "reset_max": 0.5}, {"kernel_m": 0}):
+    for bad in (
+        {"particles": 1},
+        {"min_mass": 0.2},
+        {"reset_min": 0.6, "reset_max": 0.5},
+        {"kernel_m": 0},
+        {"confirm_error": 0.5},
+        {"hit_rate": 1.0},
+        {"covariance_scale": 0},
+    ):
         with pytest.raises(ConfigError):
             FilterConfig(**bad)
+    with pytest.raises(ConfigError, match="filter_confirm_error"):
+        LocalizerConfig(prior_mode="filtered", filter_confirm_error=0.0)
     with pytest.raises(ConfigError, match="filter_min_mass"):
         LocalizerConfig(prior_mode="filtered", filter_min_mass=2.0)
     with pytest.raises(ConfigError, match="prior_mode"):
@@ -239,14 +296,14 @@ def test_filter_config_is_checked_and_loads_from_a_mapping() -> None:
 
 def test_localizer_in_filtered_mode_publishes_priors_and_reports_the_state(town) -> None:
     world, kmap = town
-    truth, yaw = drive(world, 0, 60)
+    truth, yaw = drive(world, 0, 90)
     desc = world.describe(truth, 0.5)
     odometry = odometry_of(truth, yaw)
     single = Localizer(None, kmap, LocalizerConfig())
     filtered = Localizer(
         None,
         kmap,
-        LocalizerConfig(prior_mode="filtered", filter_confirm_frames=3, filter_max_frames_unsupported=10),
+        LocalizerConfig(prior_mode="filtered", filter_confirm_error=0.01),
     )
     counts = {"single": 0, "filtered": 0}
     for i in range(len(truth)):
@@ -265,6 +322,6 @@ def test_localizer_in_filtered_mode_publishes_priors_and_reports_the_state(town)
             assert np.all(np.linalg.eigvalsh(cov) > 0)
         else:
             assert r.rejected_reason
-    assert counts["filtered"] >= 0.8 * len(truth) > counts["single"]
+    assert counts["filtered"] >= 0.7 * len(truth) > counts["single"]
     filtered.reset_session()
     assert filtered.localize_descriptor(desc[0], 0).filter_state == "initializing"

@@ -17,7 +17,8 @@ covariance (x y z roll pitch yaw, row-major 6x6):
 Filtered priors (``prior_mode: filtered``): the same ``4 * top_k`` matches feed a temporal
 particle filter over map places (:class:`~vbl_ros.tracking.PlaceFilter`), moved by the odometry
 pose given with each frame or, without it, by a bounded speed prior. A prior is published when the
-filter is ``tracking`` (its belief concentrated); its position and covariance are the belief's,
+filter is ``tracking`` (its belief concentrated and confirmed by a sequential test of the frames'
+matches against chance); its position and covariance are the belief's,
 its yaw the particles', roll and pitch the nearest matched keyframe's. The single-frame test's
 distinctiveness is still computed and reported. Results carry the filter's state and spread.
 
@@ -44,7 +45,7 @@ import numpy as np
 from vbl_ros.errors import ConfigError
 from vbl_ros.geometry.rotations import euler_to_rotation, quaternion_to_euler, rotation_to_quaternion
 from vbl_ros.mapping import Keyframe, KeyframeMap
-from vbl_ros.tracking import FilterConfig, FilterEstimate, LoopConfig, LoopDetector, PlaceFilter, ScoreModel
+from vbl_ros.tracking import FilterConfig, FilterEstimate, LoopConfig, LoopDetector, PlaceFilter
 
 __all__ = [
     "LocalizationResult",
@@ -97,16 +98,23 @@ class LocalizerConfig:
         filter_radius_m: filtered mode: a prior is published when filter_min_mass of the belief lies
             within this radius of the estimate.
         filter_min_mass: filtered mode: belief share within filter_radius_m needed for a prior.
-        filter_confirm_frames: filtered mode: consecutive frames whose strong matches must support
-            the concentrated belief before the filter (re)starts publishing priors (twice as many
-            without odometry).
-        filter_max_frames_unsupported: filtered mode: frames without a strong match near the
-            estimate (moving on odometry or the speed prior alone) before the filter calls itself lost.
+        filter_confirm_frames: filtered mode: the fewest frames a hypothesis must have been followed
+            before the filter may start publishing priors from it.
+        filter_confirm_error: filtered mode: error rate accepted when confirming a hypothesis: its
+            accumulated log likelihood ratio against a random place must reach
+            log((1 - filter_confirm_error) / filter_confirm_error) (three times that without odometry).
+        filter_hit_rate: filtered mode: share of frames whose matches are assumed to land at the right
+            place (pessimistic, night-like; a map of a few places needs a higher one to give evidence).
+        filter_max_frames_unsupported: filtered mode: frames whose matches do not favour the estimate
+            (moving on odometry or the speed prior alone) before the filter calls itself lost.
         filter_max_speed_mps: filtered mode: largest speed of the motion prior used without odometry.
         filter_odometry_noise: filtered mode: motion noise as a share of the odometry's distance and turn.
-        filter_evidence_weight: filtered mode: tempering (0..1] of each frame's calibrated evidence.
-        filter_covariance_floor_m: filtered mode: floor (std, metres) of the prior's position
-            covariance; 0 = half the map's keyframe spacing, at least 1 m.
+        filter_evidence_weight: filtered mode: tempering (0..1] of each frame's log likelihood ratio
+            (consecutive frames' retrieval errors are correlated).
+        filter_covariance_scale: filtered mode, with odometry: the prior's position std is this many
+            times the particles' spread near the estimate (0.85 fits a drifting odometry, 3 % and
+            0.5 deg/m; 0.25 an INS-grade one; benchmarks/README.md, tracking.py).
+        filter_covariance_floor_m: filtered mode: floor (std, metres) of the prior's position covariance.
         filter_seed: filtered mode: random seed of the particles (same inputs, same outputs).
     """
 
@@ -130,10 +138,13 @@ class LocalizerConfig:
     filter_radius_m: float = FilterConfig.radius_m
     filter_min_mass: float = FilterConfig.min_mass
     filter_confirm_frames: int = FilterConfig.confirm_frames
+    filter_confirm_error: float = FilterConfig.confirm_error
+    filter_hit_rate: float = FilterConfig.hit_rate
     filter_max_frames_unsupported: int = FilterConfig.max_frames_unsupported
     filter_max_speed_mps: float = FilterConfig.max_speed_mps
     filter_odometry_noise: float = FilterConfig.odometry_noise
     filter_evidence_weight: float = FilterConfig.evidence_weight
+    filter_covariance_scale: float = FilterConfig.covariance_scale
     filter_covariance_floor_m: float = FilterConfig.covariance_floor_m
     filter_seed: int = FilterConfig.seed
 
@@ -182,10 +193,13 @@ class LocalizerConfig:
                 min_mass=self.filter_min_mass,
                 keep_mass=min(FilterConfig.keep_mass, self.filter_min_mass),
                 confirm_frames=self.filter_confirm_frames,
+                confirm_error=self.filter_confirm_error,
+                hit_rate=self.filter_hit_rate,
                 max_frames_unsupported=self.filter_max_frames_unsupported,
                 max_speed_mps=self.filter_max_speed_mps,
                 odometry_noise=self.filter_odometry_noise,
                 evidence_weight=self.filter_evidence_weight,
+                covariance_scale=self.filter_covariance_scale,
                 covariance_floor_m=self.filter_covariance_floor_m,
                 seed=self.filter_seed,
             )
@@ -397,11 +411,8 @@ class Localizer:
         self.filter: PlaceFilter | None = None
         if config.prior_mode == "filtered" and keyframe_map is not None and len(keyframe_map):
             fcfg = config.filter_config()
-            score_model = ScoreModel.calibrate(keyframe_map.descriptors(), keyframe_map.positions(), fcfg)
             yaws = quaternion_to_euler(keyframe_map.orientations())[:, 2]
-            self.filter = PlaceFilter(
-                keyframe_map.positions(), yaws, fcfg, score_model, position_floor_m=self.position_floor_m
-            )
+            self.filter = PlaceFilter(keyframe_map.positions(), yaws, fcfg)
         self._last_kf_stamp: int | None = None
         self._last_kf_position: np.ndarray | None = None
 
@@ -565,7 +576,8 @@ class Localizer:
             return None, (
                 f"filter {estimate.state}: {100 * estimate.mass:.0f} % of the belief within "
                 f"{cfg.radius_m:g} m (min {100 * cfg.min_mass:.0f} %), spread {estimate.spread_m:.1f} m, "
-                f"{estimate.unsupported_frames} frames without a strong match near it"
+                f"evidence {estimate.evidence:.1f} (confirmed at {self.filter.threshold:.1f}, 3x without "
+                f"odometry), {estimate.unsupported_frames} frames whose matches do not favour it"
             )
         kf = estimate.best_keyframe if estimate.best_keyframe >= 0 else int(ids[0])
         roll, pitch, _ = quaternion_to_euler(self.map.orientations()[kf])

@@ -2,7 +2,7 @@
 consecutive frames."""
 
 from vbl_ros.tracking.config import FilterConfig
-from vbl_ros.tracking.filter import TRACKING_STATES, FilterEstimate, PlaceFilter, ScoreModel
+from vbl_ros.tracking.filter import TRACKING_STATES, FilterEstimate, PlaceFilter
 from vbl_ros.tracking.loops import LoopConfig, LoopDetector, SequenceMatch
 
 __all__ = [
@@ -12,6 +12,5 @@ __all__ = [
     "LoopConfig",
     "LoopDetector",
     "PlaceFilter",
-    "ScoreModel",
     "SequenceMatch",
 ]

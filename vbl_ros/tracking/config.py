@@ -20,11 +20,17 @@ class FilterConfig:
             many metres of the estimate.
         min_mass: the belief's share within ``radius_m`` needed to start publishing priors (0.5 to 1).
         keep_mass: the share needed to keep publishing once tracking (<= ``min_mass``: hysteresis).
-        confirm_frames: consecutive frames whose strong matches support the concentrated belief
-            before the filter (re)starts tracking, i.e. publishing priors (twice as many without
-            odometry).
-        max_frames_unsupported: frames the filter may run on motion alone (no strong retrieved
-            match near its estimate) before it calls itself lost and stops publishing.
+        confirm_frames: the fewest frames a hypothesis (an estimate that has not jumped) must have
+            been followed before the filter may start tracking it, i.e. publishing priors.
+        confirm_error: the error rate the confirmation accepts: a hypothesis is confirmed when its
+            accumulated log likelihood ratio against a random place of the map reaches
+            ``log((1 - confirm_error) / confirm_error)`` (Wald; twice that without odometry).
+        hit_rate: the share of frames whose retrieved matches are assumed to hit the right place
+            (a night-like, pessimistic value: each hit then counts less, each miss less too).
+        score_contrast: weight of a match's score, standardised by its frame's retrieved scores,
+            in its hit: ``exp(score_contrast * (z_j - z_max))`` (0 = every retrieved match alike).
+        max_frames_unsupported: frames the filter may run on motion alone (its estimate not favoured
+            by the frame's matches) before it calls itself lost and stops publishing.
         max_speed_mps: without odometry, the largest speed the motion prior allows.
         odometry_noise: with odometry, the standard deviation of each particle's motion as a share
             of the distance travelled (and of the heading change).
@@ -37,11 +43,14 @@ class FilterConfig:
         reset_min, reset_max: share of particles re-drawn around the current matches each frame;
             ``reset_min`` while the belief explains the matches, up to ``reset_max`` when it does
             not (augmented Monte Carlo localization: short- vs long-term average likelihood).
+        covariance_scale: with odometry, the prior's position standard deviation is this many times
+            the spread of the belief's particles near the estimate (calibrated on the tuning town's
+            drives with a drifting odometry, 3 % scale error and 0.5 deg/m, so that 95 % ellipses hold
+            about 95 % of the errors; with an exact odometry the errors are smaller and the ellipse loose).
+        covariance_scale_no_odometry: the same without odometry.
         covariance_floor_m: floor (standard deviation, metres) of the prior's horizontal position
-            covariance; 0 = the localizer's floor (half the map's keyframe spacing, at least 1 m).
+            covariance.
         max_gap_s: a gap between frames longer than this (or time going back) restarts the filter.
-        calibration_samples: map keyframes queried against the map at start to calibrate the
-            score likelihood (see :class:`~vbl_ros.tracking.filter.ScoreModel`).
         seed: random seed (the same inputs and seed give the same outputs).
     """
 
@@ -49,19 +58,23 @@ class FilterConfig:
     radius_m: float = 15.0
     min_mass: float = 0.8
     keep_mass: float = 0.6
-    confirm_frames: int = 10
-    max_frames_unsupported: int = 6
+    confirm_frames: int = 3
+    confirm_error: float = 0.001
+    hit_rate: float = 0.3
+    score_contrast: float = 0.5
+    max_frames_unsupported: int = 3
     max_speed_mps: float = 20.0
     odometry_noise: float = 0.05
     heading_noise_deg_per_m: float = 0.2
     kernel_m: float = 3.0
     kernel_yaw_deg: float = 30.0
-    evidence_weight: float = 1.0
-    reset_min: float = 0.02
-    reset_max: float = 0.5
-    covariance_floor_m: float = 0.0
+    evidence_weight: float = 0.5
+    reset_min: float = 0.01
+    reset_max: float = 0.1
+    covariance_scale: float = 0.85
+    covariance_scale_no_odometry: float = 0.5
+    covariance_floor_m: float = 0.1
     max_gap_s: float = 5.0
-    calibration_samples: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,11 +89,27 @@ class FilterConfig:
                 f"confirm_frames must be >= 1 and max_frames_unsupported >= 0, got {self.confirm_frames} "
                 f"and {self.max_frames_unsupported}"
             )
-        for name in ("radius_m", "max_speed_mps", "kernel_m", "kernel_yaw_deg", "max_gap_s"):
+        for name in (
+            "radius_m",
+            "max_speed_mps",
+            "kernel_m",
+            "kernel_yaw_deg",
+            "max_gap_s",
+            "covariance_scale",
+            "covariance_scale_no_odometry",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
-        for name in ("odometry_noise", "heading_noise_deg_per_m", "covariance_floor_m"):
+        for name in ("confirm_error", "hit_rate"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ConfigError(f"{name} must be in (0, 1), got {value}")
+        if not self.confirm_error < 0.5:
+            raise ConfigError(
+                f"confirm_error must be below 0.5, got {self.confirm_error}; 0.01 is a good start"
+            )
+        for name in ("odometry_noise", "heading_noise_deg_per_m", "covariance_floor_m", "score_contrast"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be >= 0, got {value}")
@@ -90,5 +119,3 @@ class FilterConfig:
             raise ConfigError(
                 f"need 0 <= reset_min <= reset_max <= 1, got reset_min {self.reset_min}, reset_max {self.reset_max}"
             )
-        if self.calibration_samples < 0:
-            raise ConfigError(f"calibration_samples must be >= 0, got {self.calibration_samples}")

@@ -1,10 +1,10 @@
 """The temporal pose filter: a particle filter over map places fed by each frame's retrieved matches.
 
-Design (Monte Carlo localization on a keyframe map, with sensor resetting):
+Design (Monte Carlo localization on a keyframe map, with sensor resetting and a sequential test):
 
 - **State**: a fixed number of particles ``(x, y, yaw)`` in the map's frame with weights. The count
-  does not depend on the map: the filter only ever looks at the frame's retrieved matches, so its cost
-  per frame is the same for 400 or 1M keyframes.
+  does not depend on the map: the filter only ever looks at the frame's retrieved matches (and the
+  map's keyframes near them), so its cost per frame is bounded whatever the map's size.
 - **Motion step**: with odometry, each particle moves by the odometry's body-frame displacement and
   heading change since the previous frame, applied in the particle's own heading, with noise
   proportional to the motion (``odometry_noise`` of the distance and of the turn, plus
@@ -13,54 +13,56 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting):
   random acceleration (2 m/s^2) each frame, clipped to that range; it moves along its heading, the
   heading diffusing (10 deg per frame). Headings and speeds that agree with the sequence of matches
   survive the measurement step: the filter learns the speed and direction from retrieval alone.
-- **Measurement step**: only the current frame's retrieved matches (the localizer's top
-  ``4 * top_k``). Each match ``j`` with score ``s_j`` is a kernel around its keyframe (position
-  ``kernel_m``, heading ``kernel_yaw_deg``) of height ``l_j = w (LLR(s_j) - LLR(s_min))``: the
-  calibrated log likelihood ratio of its score (:class:`ScoreModel`) above the frame's lowest
-  retrieved score (a keyframe that was not retrieved scored at most that), tempered by
-  ``evidence_weight`` ``w`` because consecutive frames' retrieval errors are correlated. A particle's
-  log likelihood is the largest kernel value at it (``max_j l_j k_j``; a max, not a sum, so that a
-  dense map's several keyframes of one place count once).
-- **Calibration** (:meth:`ScoreModel.calibrate`): at start, ``calibration_samples`` map keyframes are
-  scored against other map keyframes: the following keyframes of the same drive between
-  ``kernel_m`` and ``3 kernel_m`` away (closer ones are near-duplicates, not another visit) give the
-  "right place" scores, random keyframes farther than ``max(50 m, 3 radius_m)`` the "wrong place"
-  scores. Two Gaussians with a pooled standard deviation ``sigma`` give a log likelihood ratio linear
-  in the score, ``(mu_right - mu_wrong) / sigma^2 * (s - (mu_right + mu_wrong) / 2)``. The scale is
-  therefore the model's and the map's own, not a hand-set temperature. These are unconditional
-  score distributions on purpose: the likelihood of a frame at place ``x`` is the product over map
-  keyframes of ``p(s | right)`` near ``x`` and ``p(s | wrong)`` elsewhere, i.e. up to a constant the
-  ratio of the keyframes near ``x``; keyframes that were not retrieved scored at most ``s_min``. The
-  cost is a few thousand dot products, whatever the map's size. Two assumptions: the map's
-  keyframes are stored in drive order (``build_map`` does so), and the query's condition separates
-  right from wrong places about as well as the map's own images do (true for the demo's sunny and
-  snow drives against an overcast map; at night retrieval is weaker than calibrated, which the
-  confirmation below has to absorb). A map too small to calibrate gets a cautious fallback.
+- **Measurement step: hits against the frame's own chance level.** Scores are not comparable across
+  conditions (at night every score is low, a wrong place in daylight scores higher than the right
+  one at night), so the filter does not read them on an absolute scale. Each retrieved match ``j``
+  (the localizer's top ``4 * top_k``) is a kernel around its keyframe (position ``kernel_m``, heading
+  ``kernel_yaw_deg``: a street driven the other way is another place), weighed by its score
+  standardised by the frame's own retrieved scores (local contrast normalisation, as SeqSLAM):
+  ``weight_j = exp(score_contrast * (z_j - z_max))``. A pose's *hit* ``h = max_j weight_j k_j`` in
+  [0, 1] says how much a match landed there. Two hypotheses: the robot is there (then the frame's
+  matches hit it with probability ``hit_rate``, a pessimistic, night-like value: at night the right
+  place is among the 20 matches in about 60 % of frames and first in about 20 %), or it is at a
+  random place of the map, which the matches hit with the frame's **chance level** ``c``: the mean
+  hit over the map's keyframes (computed on the keyframes near the matches, at most 256 of them;
+  at least 0.05, since retrieval errors are not spread evenly over the map). A frame whose matches
+  are scattered over many places has a high chance level and says little; one whose matches agree
+  says much. The pose's likelihood ratio is ``miss + (hit - miss) h`` with ``hit = hit_rate / c``,
+  ``miss = (1 - hit_rate) / (1 - c)``: its mean over the map is 1, a hit counts for, a miss
+  against. Its log, tempered by ``evidence_weight`` (consecutive frames' retrieval errors are
+  correlated), re-weighs the particles.
 - **Sensor resetting** (augmented MCL): after each frame's estimate a share of particles is
-  re-drawn around the current matches (a match chosen with probability ``~ exp(l_j)``), to be
-  judged by the following frames, not by the frame that placed them. The share is ``reset_min`` while
-  the belief explains the frame's evidence as well as it usually does and rises towards
-  ``reset_max`` as it explains it worse: ``1 - fast / slow``, the short- over the long-term average
-  of the support ``sum_p w_p exp(L_p - max_j l_j)`` (Thrun et al., Probabilistic Robotics 8.3.5); it
-  is ``reset_max`` when the filter has run too long without support. So a kidnapped robot
-  re-localizes from retrieval alone.
+  re-drawn around the current matches (a match chosen with probability ~ its weight), to be judged
+  by the following frames, not by the frame that placed them. The share is ``reset_min`` while the
+  belief explains the frame's matches as well as it usually does and rises towards ``reset_max`` as
+  it explains them worse: ``1 - fast / slow``, the short- over the long-term average of the belief's
+  mean hit (Thrun et al., Probabilistic Robotics 8.3.5); it is ``reset_max`` when the filter has run
+  too long without support. So a kidnapped robot re-localizes from retrieval alone.
 - **Output**: the estimate is the weighted mean of the particles within ``radius_m`` of the densest
   particle (two mean-shift steps); ``mass`` is the weight within ``radius_m`` of it, ``spread_m``
-  the RMS distance of all particles to their mean. The estimate is *supported* by a frame when one
-  of its matches is strong (at least half the frame's best ``l_j``) and its kernel at the estimate
-  keeps that share. The filter starts ``tracking`` (from ``initializing`` after a (re)start, or from
-  ``lost``) only when the belief is concentrated (mass >= ``min_mass``) and supported by
-  ``confirm_frames`` consecutive frames (twice as many without odometry, whose motion prior
-  constrains less; a third of that when the track was lost without its estimate jumping since, i.e.
-  it kept moving as the robot did): one strong wrong match, or a wrong place that looks right for a
-  few frames, cannot make it confident. It stays tracking while the belief stays concentrated (mass
-  >= ``keep_mass``, a hysteresis below ``min_mass``) and supported within the last
-  ``max_frames_unsupported`` frames (it bridges frames where retrieval fails, on odometry or the
-  speed prior), and is ``lost`` otherwise. A prior is offered only while tracking. An estimate that
-  moves farther than ``radius_m`` plus the motion allowed since the last frame (the belief's mass
-  went over to another place) is a new hypothesis: it is not published until it is confirmed the
-  same way. Position = estimate, covariance = the particles' spread within the radius plus a floor,
-  yaw = their circular mean.
+  the RMS distance of all particles to their mean.
+- **Confirmation: a sequential test of the tracked hypothesis** ("the robot is within ``radius_m`` of
+  the estimate") against "it is at a random place of the map". Each frame's log likelihood ratio of
+  the hypothesis is the log of the predicted belief's mean likelihood ratio inside the radius; the
+  frame *supports* the estimate when it is positive. They are summed as Page's CUSUM
+  (``max(0, sum)``, capped at 1.5 thresholds so that a loss shows in time) from the moment the
+  hypothesis appeared; an estimate that moves farther than ``radius_m`` plus the motion allowed
+  since the last frame (the belief's mass went over to another place) is a new hypothesis whose sum
+  starts at zero. The filter starts ``tracking`` (from ``initializing``, or from ``lost``) when the
+  sum reaches Wald's threshold ``log((1 - confirm_error) / confirm_error)`` (three times that
+  without odometry, whose motion prior lets a hypothesis chase the matches), the belief is
+  concentrated (mass >= ``min_mass``), the frame supports it and it has been followed for
+  ``confirm_frames`` frames. Many weak but consistent hits confirm a place as surely as a few strong
+  ones: at night, where the right place is rarely the first match, the sum still grows. It stays
+  tracking while the belief stays concentrated (mass >= ``keep_mass``), the sum is positive and the
+  estimate was supported within the last ``max_frames_unsupported`` frames (it bridges frames where
+  retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
+  only while tracking.
+- **Covariance**: the particles' spread within the radius times ``covariance_scale`` (with odometry)
+  or ``covariance_scale_no_odometry``, plus a floor. The particles stay spread over the match
+  kernels while their mean is much more precise; the scales are calibrated on the tuning town's
+  drives (95 % ellipses holding about 95 % of the errors, with a drifting odometry). Yaw = the
+  particles' circular mean.
 
 Everything random comes from one generator seeded by ``FilterConfig.seed`` (reset by :meth:`reset`).
 """
@@ -75,113 +77,29 @@ import numpy as np
 
 from vbl_ros.tracking.config import FilterConfig
 
-__all__ = ["FilterEstimate", "PlaceFilter", "ScoreModel", "TRACKING_STATES"]
+__all__ = ["FilterEstimate", "PlaceFilter", "TRACKING_STATES"]
 
 logger = logging.getLogger(__name__)
 
 TRACKING_STATES = ("initializing", "tracking", "lost")
 _RESET_AVERAGE = 0.3  # short-term average of the belief's support (augmented MCL)
-_SUPPORT_SHARE = 0.5  # a match supports the estimate when its kernel there is >= this share of the best l_j
 _MIN_NOISE_M = 0.05  # odometry noise floor per frame (keeps the particles from collapsing)
 _MIN_NOISE_RAD = math.radians(0.3)
 _FREE_HEADING_NOISE_RAD = math.radians(10.0)  # heading diffusion per frame without odometry
 _SPEED_NOISE_MPS2 = 2.0  # without odometry, each particle's speed changes by ~N(0, 2 m/s^2 * dt)
-_MIN_CALIBRATION_PAIRS = 20
-_FALLBACK_SIGMA = 0.05  # score spread assumed by the uncalibrated model (log ratio slope <= 20)
 _MODE_CANDIDATES = 16  # heaviest particles tried as the belief's densest place
-_RIGHT_WINDOW = 32  # following keyframes looked at for right-place pairs
-_WRONG_DRAWS = 16  # random keyframes drawn per sample for wrong-place pairs
 _SLOW_AVERAGE = 0.02  # long-term average of the belief's support (augmented MCL)
+_REACH_KERNELS = 3.0  # a match's hit is negligible beyond this many kernel_m (grid cell size)
+_MIN_SCORE_SPREAD = 1e-4  # floor of a frame's score standard deviation
+_MIN_CHANCE = 0.05  # floor of a frame's chance hit rate (retrieval errors are not spread evenly)
+_NO_ODOMETRY_THRESHOLD = 3.0  # without odometry the motion prior constrains less: three times the evidence
+_CHANCE_SAMPLE = 256  # at most this many keyframes near the matches are scored for the chance level
+_NEIGHBOUR_CELLS = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
+_EVIDENCE_CAP = 1.5  # the accumulated evidence is capped at this many thresholds
 
 
 def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
     return (np.asarray(angle) + math.pi) % (2 * math.pi) - math.pi
-
-
-@dataclass(frozen=True)
-class ScoreModel:
-    """Score -> log likelihood ratio (right place vs wrong place), calibrated from score statistics.
-
-    ``right_mean`` / ``wrong_mean``: mean retrieved score of right / wrong places; ``sigma`` their
-    pooled standard deviation; ``right_count`` / ``wrong_count``: how many scores they come from
-    (0 for the uncalibrated fallback).
-    """
-
-    right_mean: float
-    wrong_mean: float
-    sigma: float
-    right_count: int = 0
-    wrong_count: int = 0
-
-    def __post_init__(self) -> None:
-        if not (self.sigma > 0 and self.right_mean > self.wrong_mean):
-            raise ValueError(f"invalid score model {self}: need sigma > 0 and right_mean > wrong_mean")
-
-    def log_ratio(self, scores: np.ndarray) -> np.ndarray:
-        """``log p(s | right place) - log p(s | wrong place)`` of each score."""
-        slope = (self.right_mean - self.wrong_mean) / self.sigma**2
-        return slope * (np.asarray(scores, dtype=np.float64) - 0.5 * (self.right_mean + self.wrong_mean))
-
-    @classmethod
-    def fallback(cls, scores: np.ndarray | None = None) -> ScoreModel:
-        """A cautious uncalibrated model (a map too small to tell right from wrong places): places
-        score like the given scores, right ones one standard deviation (at least 0.05) more."""
-        s = np.asarray(scores if scores is not None else [], dtype=np.float64)
-        s = s[np.isfinite(s)]
-        mean = float(s.mean()) if len(s) else 0.5
-        sigma = max(float(s.std()) if len(s) > 1 else 0.0, _FALLBACK_SIGMA)
-        return cls(mean + sigma, mean, sigma)
-
-    @classmethod
-    def calibrate(cls, descriptors: np.ndarray, positions: np.ndarray, config: FilterConfig) -> ScoreModel:
-        """Calibrate on the map itself (see the module docstring); the cost does not grow with the map.
-
-        Args:
-            descriptors: ``(N, D)`` the map's unit-L2 descriptors (only sampled rows are read).
-            positions: ``(N, 3)`` the map's keyframe positions, in the order the map was driven.
-            config: ``calibration_samples``, ``kernel_m``, ``radius_m``, ``seed``.
-        """
-        n = len(positions)
-        if n < 2 or config.calibration_samples == 0:
-            logger.warning("score model not calibrated (map of %d keyframes): using a fallback", n)
-            return cls.fallback()
-        rng = np.random.default_rng([config.seed, 7])
-        sample = rng.choice(n, size=min(n, config.calibration_samples), replace=False)
-        # right places: the following keyframes of the same drive between kernel_m and 3 kernel_m away
-        offsets = np.arange(1, _RIGHT_WINDOW + 1)
-        later = np.minimum(sample[:, None] + offsets[None, :], n - 1)
-        dist = np.linalg.norm(positions[later, :2] - positions[sample, None, :2], axis=2)
-        near = (dist >= config.kernel_m) & (dist <= 3 * config.kernel_m)
-        qi, kj = np.nonzero(near)
-        right = np.einsum("ij,ij->i", descriptors[sample[qi]], descriptors[later[qi, kj]])
-        # wrong places: random keyframes farther than max(50 m, 3 radius_m)
-        others = rng.integers(0, n, size=(len(sample), _WRONG_DRAWS))
-        dist = np.linalg.norm(positions[others, :2] - positions[sample, None, :2], axis=2)
-        qi, kj = np.nonzero(dist > max(50.0, 3 * config.radius_m))
-        wrong = np.einsum("ij,ij->i", descriptors[sample[qi]], descriptors[others[qi, kj]])
-        if len(right) < _MIN_CALIBRATION_PAIRS or len(wrong) < _MIN_CALIBRATION_PAIRS:
-            logger.warning(
-                "score model: too few right (%d) or wrong (%d) place pairs in the map; using a fallback",
-                len(right),
-                len(wrong),
-            )
-            return cls.fallback(np.concatenate([right, wrong]))
-        r_mean, w_mean = float(right.mean()), float(wrong.mean())
-        sigma = math.sqrt((right.var() * len(right) + wrong.var() * len(wrong)) / (len(right) + len(wrong)))
-        if not (r_mean > w_mean and sigma > 0):
-            logger.warning("score model: right places do not score above wrong ones; using a fallback")
-            return cls.fallback(np.concatenate([right, wrong]))
-        model = cls(r_mean, w_mean, max(sigma, 1e-3), len(right), len(wrong))
-        logger.info(
-            "score model calibrated on %d keyframes: right %.3f, wrong %.3f, sigma %.3f (%d/%d pairs)",
-            len(sample),
-            r_mean,
-            w_mean,
-            sigma,
-            len(right),
-            len(wrong),
-        )
-        return model
 
 
 @dataclass(frozen=True)
@@ -199,6 +117,7 @@ class FilterEstimate:
         unsupported_frames: frames since a strong match was near the estimate.
         reset_share: share of particles re-drawn around the matches this frame.
         best_keyframe: id of the retrieved keyframe nearest the estimate (-1: none).
+        evidence: the estimate's accumulated log likelihood ratio against a random place.
     """
 
     state: str
@@ -211,11 +130,39 @@ class FilterEstimate:
     unsupported_frames: int
     reset_share: float
     best_keyframe: int
+    evidence: float = 0.0
 
     @property
     def confident(self) -> bool:
         """Whether a prior should be published: tracking, with a position."""
         return self.state == "tracking" and self.position is not None
+
+
+class _KeyframeGrid:
+    """The map's keyframes hashed into square cells, to find those near a few points at a cost that
+    does not grow with the map (sorted cell keys, binary search)."""
+
+    def __init__(self, xy: np.ndarray, cell_m: float) -> None:
+        self.cell = float(cell_m)
+        ij = np.floor(xy / self.cell).astype(np.int64)
+        self.origin = ij.min(axis=0) - 1 if len(ij) else np.zeros(2, np.int64)
+        self.rows = int(ij[:, 1].max() - self.origin[1] + 2) if len(ij) else 1
+        keys = self._keys(ij)
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted_keys = keys[self.order]
+
+    def _keys(self, ij: np.ndarray) -> np.ndarray:
+        return (ij[:, 0] - self.origin[0]) * self.rows + (ij[:, 1] - self.origin[1])
+
+    def near(self, points: np.ndarray) -> np.ndarray:
+        """Ids of the keyframes in the 3 x 3 cells around each point (each id once)."""
+        ij = np.floor(points / self.cell).astype(np.int64)
+        cells = np.unique(self._keys((ij[:, None, :] + _NEIGHBOUR_CELLS[None]).reshape(-1, 2)))
+        lo = np.searchsorted(self.sorted_keys, cells, side="left")
+        counts = np.searchsorted(self.sorted_keys, cells, side="right") - lo
+        # the runs [lo, lo + count) of the sorted keyframes, concatenated without a Python loop
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        return self.order[starts + np.arange(int(counts.sum()))]
 
 
 class PlaceFilter:
@@ -225,8 +172,6 @@ class PlaceFilter:
         map_positions: ``(N, 3)`` keyframe positions in the map's frame.
         map_yaws: ``(N,)`` keyframe headings (rad).
         config: the filter's settings.
-        score_model: score -> log likelihood ratio (:meth:`ScoreModel.calibrate`).
-        position_floor_m: covariance floor (std, metres) when ``config.covariance_floor_m`` is 0.
     """
 
     def __init__(
@@ -234,17 +179,16 @@ class PlaceFilter:
         map_positions: np.ndarray,
         map_yaws: np.ndarray,
         config: FilterConfig,
-        score_model: ScoreModel,
-        *,
-        position_floor_m: float = 1.0,
     ) -> None:
         self.positions = np.asarray(map_positions, dtype=np.float64).reshape(-1, 3)
         self.yaws = np.asarray(map_yaws, dtype=np.float64).reshape(-1)
         if len(self.yaws) != len(self.positions):
             raise ValueError(f"{len(self.positions)} keyframe positions but {len(self.yaws)} headings")
         self.config = config
-        self.score_model = score_model
-        self.floor_m = config.covariance_floor_m or position_floor_m
+        self.floor_m = config.covariance_floor_m
+        self._grid = _KeyframeGrid(self.positions[:, :2], _REACH_KERNELS * config.kernel_m)
+        # Wald's threshold on the accumulated log likelihood ratio: right with probability 1 - confirm_error
+        self.threshold = math.log((1.0 - config.confirm_error) / config.confirm_error)
         self.reset()
 
     def reset(self) -> None:
@@ -256,10 +200,10 @@ class PlaceFilter:
         self._speed = np.zeros(n)
         self._w = np.full(n, 1.0 / n)
         self._started = False
-        self._frames = 0
         self._unsupported = 0
-        self._supported_run = 0
-        self._tracking = self._ever_tracked = self._same_track = False
+        self._evidence = 0.0  # the tracked hypothesis's accumulated log likelihood ratio (CUSUM)
+        self._hypothesis_frames = 0
+        self._tracking = self._ever_tracked = False
         self._last_centre: np.ndarray | None = None
         self._moved_m = 0.0  # how far the motion step allowed the robot to move this frame
         self._support_fast = self._support_slow = math.nan  # set by the first frame's support
@@ -301,11 +245,8 @@ class PlaceFilter:
 
         m_xy = self.positions[ids, :2]
         m_yaw = self.yaws[ids]
-        if len(ids):
-            lr = self.score_model.log_ratio(scores)
-            evidence = cfg.evidence_weight * (lr - lr.min())
-        else:
-            evidence = np.zeros(0)
+        weight = self._match_weights(scores)
+        hit, miss = self._hit_ratios(m_xy, m_yaw, weight)
 
         reset_share = 0.0
         fresh = not self._started
@@ -313,20 +254,21 @@ class PlaceFilter:
             if len(ids) == 0:
                 self._last_odom = odom
                 return self._empty_estimate()
-            self._draw_around_matches(np.arange(cfg.particles), m_xy, m_yaw, evidence)
+            self._draw_around_matches(np.arange(cfg.particles), m_xy, m_yaw, weight)
             self._w[:] = 1.0 / cfg.particles
-            self._started, self._frames, self._unsupported, self._supported_run = True, 0, 0, 0
+            self._started, self._unsupported = True, 0
             self._support_fast = self._support_slow = math.nan
             reset_share = 1.0
         else:
             self._move(odom, dt)
         self._last_odom = odom
-        self._frames += 1
 
+        prior_w = self._w.copy()
+        log_l = np.zeros(cfg.particles)
         if len(ids):
-            log_l = self._log_likelihood(self._xy, self._yaw, m_xy, m_yaw, evidence)
-            best = float(evidence.max())
-            support = float(self._w @ np.exp(log_l - best))  # in (0, 1]: how well the belief explains it
+            h = self._hits(self._xy, self._yaw, m_xy, m_yaw, weight)
+            log_l = cfg.evidence_weight * np.log(miss + (hit - miss) * h)
+            support = float(self._w @ h)  # in [0, 1]: how well the belief explains the frame
             if math.isnan(self._support_slow):
                 self._support_fast = self._support_slow = support
             self._support_fast += _RESET_AVERAGE * (support - self._support_fast)
@@ -334,24 +276,69 @@ class PlaceFilter:
             w = self._w * np.exp(log_l - log_l.max())
             self._w = w / w.sum()
             if not fresh:
-                decline = max(0.0, 1.0 - self._support_fast / self._support_slow)
+                decline = max(0.0, 1.0 - self._support_fast / max(self._support_slow, 1e-12))
                 reset_share = cfg.reset_min + (cfg.reset_max - cfg.reset_min) * decline
                 if self._unsupported >= cfg.max_frames_unsupported:
                     reset_share = cfg.reset_max
 
-        estimate = self._estimate(m_xy, m_yaw, ids, evidence, reset_share)
+        estimate = self._estimate(m_xy, ids, prior_w, log_l, reset_share, fresh)
         if 1.0 / float(self._w @ self._w) < 0.5 * cfg.particles:
             self._resample()
         # sensor resetting after the estimate: the new particles are judged by the next frames
         count = 0 if fresh else round(reset_share * cfg.particles)
         if count:
             chosen = self._rng.choice(cfg.particles, size=count, replace=False)
-            self._draw_around_matches(chosen, m_xy, m_yaw, evidence)
+            self._draw_around_matches(chosen, m_xy, m_yaw, weight)
             self._w[chosen] = 1.0 / cfg.particles
             self._w /= self._w.sum()
         return estimate
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ measurement
+    def _match_weights(self, scores: np.ndarray) -> np.ndarray:
+        """``(K,)`` in (0, 1]: each match's weight from its score standardised by the frame's own
+        retrieved scores (local contrast normalisation), ``exp(score_contrast * (z_j - z_max))``."""
+        if len(scores) == 0:
+            return np.zeros(0)
+        spread = max(float(scores.std()), _MIN_SCORE_SPREAD)
+        return np.exp(self.config.score_contrast * (scores - scores.max()) / spread)
+
+    def _hits(
+        self, xy: np.ndarray, yaw: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray
+    ) -> np.ndarray:
+        """``(P,)`` in [0, 1]: how much a retrieved match lands at each pose, ``max_j weight_j k_j``."""
+        cfg = self.config
+        dx = np.subtract.outer(xy[:, 0], m_xy[:, 0])
+        dy = np.subtract.outer(xy[:, 1], m_xy[:, 1])
+        # cos(yaw - m_yaw) without a (P, K) cosine
+        cos_d = np.outer(np.cos(yaw), np.cos(m_yaw)) + np.outer(np.sin(yaw), np.sin(m_yaw))
+        log_k = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) * (
+            1.0 / math.radians(cfg.kernel_yaw_deg) ** 2
+        )
+        # max_j weight_j k_j = exp(max_j (log weight_j + log k_j)): one exponential per pose
+        return np.exp((log_k + np.log(weight)[None, :]).max(axis=1))
+
+    def _hit_ratios(self, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+        """The likelihood ratios ``(hit, miss)`` of a pose whose hit is 1 and 0, right vs random place.
+
+        A random place of the map is hit (on average) by ``chance`` = the mean hit over the map's
+        keyframes (only those near a match can be hit): this frame's own chance level. The right
+        place is hit with probability ``hit_rate``. A pose with hit ``h`` has the ratio
+        ``miss + (hit - miss) h``, whose mean over the map's keyframes is 1."""
+        if len(m_xy) == 0:
+            return 1.0, 1.0
+        near = self._grid.near(m_xy)
+        count = len(near)
+        if count > _CHANCE_SAMPLE:  # a dense map: the mean hit over an even subsample (bounded cost)
+            near = near[np.linspace(0, count - 1, _CHANCE_SAMPLE).astype(np.int64)]
+        hits = self._hits(self.positions[near, :2], self.yaws[near], m_xy, m_yaw, weight)
+        total = float(hits.mean()) * count if count else 0.0
+        chance = min(max(total / len(self.positions), _MIN_CHANCE), 1.0)
+        p = self.config.hit_rate
+        if chance >= p:  # the matches cover the map: no evidence
+            return 1.0, 1.0
+        return p / chance, (1.0 - p) / (1.0 - chance)
+
+    # ------------------------------------------------------------------ motion
     def _move(self, odom: np.ndarray | None, dt: float) -> None:
         cfg, rng, n = self.config, self._rng, self.config.particles
         if odom is not None and self._last_odom is not None:
@@ -381,28 +368,13 @@ class PlaceFilter:
             self._xy[:, 1] += self._speed * dt * np.sin(self._yaw)
 
     def _draw_around_matches(
-        self, which: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, evidence: np.ndarray
+        self, which: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray
     ) -> None:
         cfg, rng = self.config, self._rng
-        p = np.exp(evidence - evidence.max())
-        j = rng.choice(len(p), size=len(which), p=p / p.sum())
+        j = rng.choice(len(weight), size=len(which), p=weight / weight.sum())
         self._xy[which] = m_xy[j] + rng.normal(0.0, cfg.kernel_m, (len(which), 2))
         self._yaw[which] = _wrap(m_yaw[j] + rng.normal(0.0, math.radians(cfg.kernel_yaw_deg), len(which)))
         self._speed[which] = rng.uniform(0.0, cfg.max_speed_mps, len(which))
-
-    def _log_likelihood(
-        self, xy: np.ndarray, yaw: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, evidence: np.ndarray
-    ) -> np.ndarray:
-        """``(P,)`` log likelihood ``max_j l_j k_j`` of particles ``xy`` ``(P, 2)``, ``yaw`` ``(P,)``."""
-        cfg = self.config
-        dx = xy[:, 0, None] - m_xy[None, :, 0]
-        dy = xy[:, 1, None] - m_xy[None, :, 1]
-        # cos(yaw - m_yaw) without a (P, K) cosine
-        cos_d = np.cos(yaw)[:, None] * np.cos(m_yaw)[None, :] + np.sin(yaw)[:, None] * np.sin(m_yaw)[None, :]
-        exponent = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) / math.radians(
-            cfg.kernel_yaw_deg
-        ) ** 2
-        return (np.exp(exponent) * evidence[None, :]).max(axis=1)
 
     def _resample(self) -> None:
         n = self.config.particles
@@ -415,15 +387,22 @@ class PlaceFilter:
         )
         self._w = np.full(n, 1.0 / n)
 
+    # ------------------------------------------------------------------ output
     def _estimate(
-        self, m_xy: np.ndarray, m_yaw: np.ndarray, ids: np.ndarray, evidence: np.ndarray, reset_share: float
+        self,
+        m_xy: np.ndarray,
+        ids: np.ndarray,
+        prior_w: np.ndarray,
+        log_l: np.ndarray,
+        reset_share: float,
+        fresh: bool,
     ) -> FilterEstimate:
         cfg = self.config
         xy, w, r2 = self._xy, self._w, cfg.radius_m**2
         x, y = xy[:, 0], xy[:, 1]
 
         def within(c: np.ndarray) -> np.ndarray:
-            return (x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2
+            return np.flatnonzero((x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2)
 
         # the densest place: among the heaviest particles, the one with most weight within the radius
         top = np.argpartition(w, len(w) - _MODE_CANDIDATES)[-_MODE_CANDIDATES:]
@@ -431,48 +410,65 @@ class PlaceFilter:
         centre = xy[top[int(np.argmax(near @ w))]]
         for _ in range(2):
             inside = within(centre)
-            centre = (w[inside] @ xy[inside]) / w[inside].sum()
+            w_in = w[inside]
+            centre = (w_in @ xy[inside]) / w_in.sum()
         inside = within(centre)
-        mass = float(w[inside].sum())
-        wi = w[inside] / w[inside].sum()
+        w_in = w[inside]
+        mass = float(w_in.sum())
+        wi = w_in / w_in.sum()
         centred = xy[inside] - centre
-        cov = (wi[:, None] * centred).T @ centred + np.eye(2) * self.floor_m**2
-        resultant = wi @ np.exp(1j * self._yaw[inside])
-        yaw = float(np.angle(resultant))
-        yaw_var = float(-2.0 * math.log(min(1.0, max(abs(resultant), 1e-12))))
+        spread_cov = (wi[:, None] * centred).T @ centred
+        scale = cfg.covariance_scale if self._last_odom is not None else cfg.covariance_scale_no_odometry
+        cov = scale**2 * spread_cov + np.eye(2) * self.floor_m**2
+        yaw_in = self._yaw[inside]
+        c_mean, s_mean = float(wi @ np.cos(yaw_in)), float(wi @ np.sin(yaw_in))
+        yaw = math.atan2(s_mean, c_mean)
+        yaw_var = -2.0 * math.log(min(1.0, max(math.hypot(c_mean, s_mean), 1e-12)))
         mean_all = w @ xy
         spread = float(math.sqrt(w @ ((xy - mean_all) ** 2).sum(axis=1)))
 
         best_kf = -1
         if len(ids):
-            k = self._log_likelihood(centre[None, :], np.array([yaw]), m_xy, m_yaw, evidence)[0]
-            supported = evidence.max() > 0 and k >= _SUPPORT_SHARE * evidence.max()
             d = np.linalg.norm(m_xy - centre, axis=1)
             nearest = int(np.argmin(d))
             if d[nearest] <= cfg.radius_m:
                 best_kf = int(ids[nearest])
                 self._z = float(self.positions[best_kf, 2])
+        # this frame's log likelihood ratio of "the robot is within radius_m of the estimate" against
+        # "it is at a random place of the map": the predicted belief there, weighed by the frame
+        prior_inside = prior_w[inside]
+        if fresh or prior_inside.sum() <= 0:
+            ratio = 0.0
         else:
-            supported = False
-        # a belief that moved to another place than the motion allows is a new hypothesis: confirm it
+            top_l = float(log_l[inside].max())
+            ratio = top_l + math.log(float(prior_inside @ np.exp(log_l[inside] - top_l)) / prior_inside.sum())
+        supported = ratio > 0
+        # a belief that moved to another place than the motion allows is a new hypothesis: its
+        # evidence starts from zero
         if (
             self._last_centre is not None
             and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m
         ):
-            self._tracking, self._supported_run, self._same_track = False, 0, False
+            self._tracking, self._evidence, self._hypothesis_frames = False, 0.0, 0
         self._last_centre = centre.copy()
+        self._hypothesis_frames += 1
+        # Page's CUSUM of the hypothesis's log likelihood ratios, capped so that a loss shows in time
+        threshold = self.threshold * (1 if self._last_odom is not None else _NO_ODOMETRY_THRESHOLD)
+        self._evidence = min(max(0.0, self._evidence + ratio), _EVIDENCE_CAP * threshold)
         self._unsupported = 0 if supported else self._unsupported + 1
-        self._supported_run = self._supported_run + 1 if supported else 0
         if self._tracking:
-            self._tracking = mass >= cfg.keep_mass and self._unsupported <= cfg.max_frames_unsupported
-            self._same_track = True  # a loss now leaves the estimate where the track was
+            self._tracking = (
+                mass >= cfg.keep_mass
+                and self._evidence > 0
+                and self._unsupported <= cfg.max_frames_unsupported
+            )
         else:
-            # without odometry the motion model constrains less: twice the confirmation; a track
-            # lost without its estimate jumping since (it moved as the robot did) resumes after a third
-            confirm = cfg.confirm_frames * (1 if self._last_odom is not None else 2)
-            if self._same_track:
-                confirm = max(1, confirm // 3)
-            self._tracking = mass >= cfg.min_mass and self._supported_run >= confirm
+            self._tracking = (
+                mass >= cfg.min_mass
+                and self._evidence >= threshold
+                and supported
+                and self._hypothesis_frames >= cfg.confirm_frames
+            )
         if self._tracking:
             self._ever_tracked = True
         state = "tracking" if self._tracking else "lost" if self._ever_tracked else "initializing"
@@ -487,8 +483,9 @@ class PlaceFilter:
             unsupported_frames=self._unsupported,
             reset_share=float(reset_share),
             best_keyframe=best_kf,
+            evidence=self._evidence,
         )
 
     def _empty_estimate(self) -> FilterEstimate:
         nan = math.nan
-        return FilterEstimate("initializing", None, nan, (nan,) * 4, nan, 0.0, nan, 0, 0.0, -1)
+        return FilterEstimate("initializing", None, nan, (nan,) * 4, nan, 0.0, nan, 0, 0.0, -1, 0.0)
