@@ -272,6 +272,32 @@ def test_filtered_priors_with_the_bags_odometry(setup, tmp_path: Path) -> None:
     assert sunny["availability"] == 0 or sunny["prior_precision"] >= 0.4
 
 
+def test_filtered_priors_on_a_long_street_outnumber_single_frame_ones(tmp_path: Path) -> None:
+    """A known answer through ``vbl evaluate --use-odometry``: on a 250 m street mapped every 5 m
+    (51 keyframes, more than a frame's 20 matches) and driven again with the camera at another
+    rate, the filter, moved by the bag's odometry, confirms the place and publishes priors for more
+    frames than single-frame mode, all right."""
+    model = small_model(tmp_path / "small.pt")
+    map_dir = line_map(
+        write_line_bag(tmp_path / "map_bag", length_m=250.0, camera_hz=2.0), model, tmp_path / "map"
+    )
+    query = write_line_bag(tmp_path / "sunny", length_m=250.0, camera_hz=1.5, seed=0).path
+    repo_params = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
+    reports = {}
+    for mode in ("single", "filtered"):
+        params = tmp_path / f"{mode}.yaml"
+        params.write_text(repo_params.read_text().replace("prior_mode: single", f"prior_mode: {mode}"))
+        out = tmp_path / f"report_{mode}"
+        args = ["evaluate", "--map", str(map_dir), "--model", str(model), "--offline", "--threshold", "10"]
+        args += ["--params", str(params), "--use-odometry", "--out", str(out), str(query)]
+        assert main(args) == 0
+        reports[mode] = json.loads((out / "report.json").read_text())["queries"]["sunny"]
+    single, filtered = reports["single"], reports["filtered"]
+    assert filtered["num_frames"] == single["num_frames"] == 76  # 250 m at 5 m/s, 1.5 Hz
+    assert filtered["availability"] > max(0.5, single["availability"]), (single, filtered)
+    assert filtered["prior_precision"] == 1.0, filtered
+
+
 def test_loop_candidate_counts_survive_report_json() -> None:
     """The loop-candidate count (all ranks) and its curve's count (rank 1) are two JSON entries."""
     from vbl_ros.evaluation import EvaluationReport, evaluate_localization
