@@ -577,7 +577,8 @@ class Localizer:
                 f"filter {estimate.state}: {100 * estimate.mass:.0f} % of the belief within "
                 f"{cfg.radius_m:g} m (min {100 * cfg.min_mass:.0f} %), spread {estimate.spread_m:.1f} m, "
                 f"evidence {estimate.evidence:.1f} (confirmed at {self.filter.threshold:.1f}, 3x without "
-                f"odometry), {estimate.unsupported_frames} frames whose matches do not favour it"
+                f"odometry, where it must also beat its best rival place {cfg.rival_margin:g}x), "
+                f"{estimate.unsupported_frames} frames whose matches do not favour it"
             )
         kf = estimate.best_keyframe if estimate.best_keyframe >= 0 else int(ids[0])
         roll, pitch, _ = quaternion_to_euler(self.map.orientations()[kf])

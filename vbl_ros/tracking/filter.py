@@ -58,6 +58,23 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting and a 
   estimate was supported within the last ``max_frames_unsupported`` frames (it bridges frames where
   retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
   only while tracking.
+- **Without odometry, the estimate must also beat its best rival place.** The test above weighs
+  the estimate against a *random* place. With odometry that is enough: a look-alike street does not
+  move the way the odometry says. Without it, the speed prior lets the belief chase any sequence
+  of matches, and in an aliased town at night a look-alike place, or a belief that drifts slowly off
+  the right street, can gather as much evidence against chance as the right place does (town_d's
+  night drive, benchmarks/README.md). So without odometry a hypothesis is confirmed only when, in
+  ``confirm_frames`` frames in a row, the last ``rival_window`` frames' matches support it at
+  least ``rival_margin`` times as much as they support its strongest rival: each of the current
+  frame's matches farther than ``radius_m + 2 kernel_m`` from the estimate. A place's support is
+  the sum over those frames of the frame's best ``weight_j exp(-d_j^2 / 2 radius_m^2)`` (its
+  matches within about ``radius_m``). The rival is re-chosen every frame among the places the
+  matches point to, so the estimate is compared with the best competing place, wherever it is, not
+  with one tracked alternative. Where the right place is among the matches nearly as often as a
+  look-alike, neither is confirmed; where it is matched clearly more often (daylight, snow), the
+  margin is 2-3 and confirmation costs a few frames. The rule gates confirmation only; a tracked
+  estimate is kept or lost as above. With odometry it is not applied (on the tuning and held-out
+  drives with odometry the filter published no wrong prior without it).
 - **Covariance**: the particles' spread within the radius times ``covariance_scale`` (with odometry)
   or ``covariance_scale_no_odometry``, plus a floor. The particles stay spread over the match
   kernels while their mean is much more precise; the scales are calibrated on the tuning town's
@@ -96,6 +113,7 @@ _NO_ODOMETRY_THRESHOLD = 3.0  # without odometry the motion prior constrains les
 _CHANCE_SAMPLE = 256  # at most this many keyframes near the matches are scored for the chance level
 _NEIGHBOUR_CELLS = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
 _EVIDENCE_CAP = 1.5  # the accumulated evidence is capped at this many thresholds
+_RIVAL_GAP_KERNELS = 2.0  # rival places lie farther than radius_m + this many kernel_m from the estimate
 
 
 def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
@@ -210,6 +228,8 @@ class PlaceFilter:
         self._last_stamp: int | None = None
         self._last_odom: np.ndarray | None = None
         self._z = 0.0
+        self._recent: list[tuple[np.ndarray, np.ndarray]] = []  # the last frames' (match xy, weight)
+        self._rival_frames = 0  # consecutive frames in which the estimate beat its best rival
 
     # ------------------------------------------------------------------ public
     def update(
@@ -246,6 +266,8 @@ class PlaceFilter:
         m_xy = self.positions[ids, :2]
         m_yaw = self.yaws[ids]
         weight = self._match_weights(scores)
+        if len(ids):
+            self._recent = [*self._recent[len(self._recent) + 1 - cfg.rival_window :], (m_xy, weight)]
         hit, miss = self._hit_ratios(m_xy, m_yaw, weight)
 
         reset_share = 0.0
@@ -299,23 +321,30 @@ class PlaceFilter:
         retrieved scores (local contrast normalisation), ``exp(score_contrast * (z_j - z_max))``."""
         if len(scores) == 0:
             return np.zeros(0)
-        spread = max(float(scores.std()), _MIN_SCORE_SPREAD)
+        centred = scores - scores.mean()
+        spread = max(math.sqrt(float(centred @ centred) / len(scores)), _MIN_SCORE_SPREAD)
         return np.exp(self.config.score_contrast * (scores - scores.max()) / spread)
 
     def _hits(
         self, xy: np.ndarray, yaw: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray
     ) -> np.ndarray:
-        """``(P,)`` in [0, 1]: how much a retrieved match lands at each pose, ``max_j weight_j k_j``."""
+        """``(P,)`` in [0, 1]: how much a retrieved match lands at each pose, ``max_j weight_j k_j``.
+
+        ``log(weight_j k_j) = a |p - m_j|^2 + b (cos(yaw - yaw_j) - 1) + log weight_j`` expands into
+        one ``(P, 4) @ (4, K)`` product plus per-pose and per-match terms (positions taken relative
+        to the first match, so that the expansion loses no precision on large maps)."""
         cfg = self.config
-        dx = np.subtract.outer(xy[:, 0], m_xy[:, 0])
-        dy = np.subtract.outer(xy[:, 1], m_xy[:, 1])
-        # cos(yaw - m_yaw) without a (P, K) cosine
-        cos_d = np.outer(np.cos(yaw), np.cos(m_yaw)) + np.outer(np.sin(yaw), np.sin(m_yaw))
-        log_k = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) * (
-            1.0 / math.radians(cfg.kernel_yaw_deg) ** 2
-        )
+        a = -0.5 / cfg.kernel_m**2
+        b = 1.0 / math.radians(cfg.kernel_yaw_deg) ** 2
+        origin = m_xy[0]
+        p = xy - origin
+        m = m_xy - origin
+        left = np.column_stack([p, np.cos(yaw), np.sin(yaw)])
+        right = np.vstack([(-2.0 * a) * m.T, b * np.cos(m_yaw), b * np.sin(m_yaw)])
+        per_match = a * (m * m).sum(axis=1) - b + np.log(weight)
+        best = (left @ right + per_match).max(axis=1)
         # max_j weight_j k_j = exp(max_j (log weight_j + log k_j)): one exponential per pose
-        return np.exp((log_k + np.log(weight)[None, :]).max(axis=1))
+        return np.exp(np.minimum(best + a * (p * p).sum(axis=1), 0.0))
 
     def _hit_ratios(self, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
         """The likelihood ratios ``(hit, miss)`` of a pose whose hit is 1 and 0, right vs random place.
@@ -329,7 +358,7 @@ class PlaceFilter:
         near = self._grid.near(m_xy)
         count = len(near)
         if count > _CHANCE_SAMPLE:  # a dense map: the mean hit over an even subsample (bounded cost)
-            near = near[np.linspace(0, count - 1, _CHANCE_SAMPLE).astype(np.int64)]
+            near = near[np.arange(_CHANCE_SAMPLE) * (count - 1) // (_CHANCE_SAMPLE - 1)]
         hits = self._hits(self.positions[near, :2], self.yaws[near], m_xy, m_yaw, weight)
         total = float(hits.mean()) * count if count else 0.0
         chance = min(max(total / len(self.positions), _MIN_CHANCE), 1.0)
@@ -371,7 +400,8 @@ class PlaceFilter:
         self, which: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray
     ) -> None:
         cfg, rng = self.config, self._rng
-        j = rng.choice(len(weight), size=len(which), p=weight / weight.sum())
+        cumulative = np.cumsum(weight)
+        j = np.minimum(np.searchsorted(cumulative, rng.random(len(which)) * cumulative[-1]), len(weight) - 1)
         self._xy[which] = m_xy[j] + rng.normal(0.0, cfg.kernel_m, (len(which), 2))
         self._yaw[which] = _wrap(m_yaw[j] + rng.normal(0.0, math.radians(cfg.kernel_yaw_deg), len(which)))
         self._speed[which] = rng.uniform(0.0, cfg.max_speed_mps, len(which))
@@ -450,8 +480,14 @@ class PlaceFilter:
             and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m
         ):
             self._tracking, self._evidence, self._hypothesis_frames = False, 0.0, 0
+            self._rival_frames = 0
         self._last_centre = centre.copy()
         self._hypothesis_frames += 1
+        # without odometry: the estimate must beat its best rival place, confirm_frames in a row
+        if self._last_odom is None and len(ids):
+            beats = self._rival_margin(centre, m_xy) >= cfg.rival_margin
+            self._rival_frames = self._rival_frames + 1 if beats else 0
+        rival_ok = self._last_odom is not None or self._rival_frames >= cfg.confirm_frames
         # Page's CUSUM of the hypothesis's log likelihood ratios, capped so that a loss shows in time
         threshold = self.threshold * (1 if self._last_odom is not None else _NO_ODOMETRY_THRESHOLD)
         self._evidence = min(max(0.0, self._evidence + ratio), _EVIDENCE_CAP * threshold)
@@ -468,6 +504,7 @@ class PlaceFilter:
                 and self._evidence >= threshold
                 and supported
                 and self._hypothesis_frames >= cfg.confirm_frames
+                and rival_ok
             )
         if self._tracking:
             self._ever_tracked = True
@@ -485,6 +522,25 @@ class PlaceFilter:
             best_keyframe=best_kf,
             evidence=self._evidence,
         )
+
+    def _rival_margin(self, centre: np.ndarray, m_xy: np.ndarray) -> float:
+        """How much more the last ``rival_window`` frames' matches support the estimate than its best
+        rival: ``support(centre) / max support(rival)``, over the rivals = this frame's matches farther
+        than ``radius_m + 2 kernel_m`` from the estimate (``inf`` when there is none). A place's
+        support is the sum over those frames of the frame's best ``weight_j exp(-d_j^2 / 2 radius_m^2)``."""
+        cfg = self.config
+        gap = cfg.radius_m + _RIVAL_GAP_KERNELS * cfg.kernel_m
+        far = ((m_xy - centre) ** 2).sum(axis=1) > gap**2
+        if not far.any():
+            return math.inf
+        places = np.vstack([centre[None], m_xy[far]])
+        xy = np.concatenate([frame_xy for frame_xy, _ in self._recent])
+        weight = np.concatenate([frame_w for _, frame_w in self._recent])
+        starts = np.cumsum([0] + [len(frame_w) for _, frame_w in self._recent[:-1]])
+        d2 = (places[:, None, 0] - xy[None, :, 0]) ** 2 + (places[:, None, 1] - xy[None, :, 1]) ** 2
+        kernel = np.exp(d2 * (-0.5 / cfg.radius_m**2)) * weight
+        support = np.maximum.reduceat(kernel, starts, axis=1).sum(axis=1)  # best per frame, summed
+        return float(support[0] / max(float(support[1:].max()), 1e-300))
 
     def _empty_estimate(self) -> FilterEstimate:
         nan = math.nan
