@@ -158,7 +158,7 @@ class FilterEstimate:
 
 class _KeyframeGrid:
     """The map's keyframes hashed into square cells, to find those near a few points at a cost that
-    does not grow with the map (sorted cell keys, binary search)."""
+    does not grow with the map (the occupied cells' sorted keys, binary search)."""
 
     def __init__(self, xy: np.ndarray, cell_m: float) -> None:
         self.cell = float(cell_m)
@@ -167,20 +167,31 @@ class _KeyframeGrid:
         self.rows = int(ij[:, 1].max() - self.origin[1] + 2) if len(ij) else 1
         keys = self._keys(ij)
         self.order = np.argsort(keys, kind="stable")
-        self.sorted_keys = keys[self.order]
+        # one entry per occupied cell (a small array, searched without cache misses on large maps)
+        self.cell_keys, self.cell_start, self.cell_count = np.unique(
+            keys[self.order], return_index=True, return_counts=True
+        )
 
     def _keys(self, ij: np.ndarray) -> np.ndarray:
         return (ij[:, 0] - self.origin[0]) * self.rows + (ij[:, 1] - self.origin[1])
 
-    def near(self, points: np.ndarray) -> np.ndarray:
-        """Ids of the keyframes in the 3 x 3 cells around each point (each id once)."""
+    def near(self, points: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
+        """The keyframes in the 3 x 3 cells around each point (each once): their count, and their ids,
+        or at most ``limit`` of them evenly spread over the list when there are more."""
         ij = np.floor(points / self.cell).astype(np.int64)
         cells = np.unique(self._keys((ij[:, None, :] + _NEIGHBOUR_CELLS[None]).reshape(-1, 2)))
-        lo = np.searchsorted(self.sorted_keys, cells, side="left")
-        counts = np.searchsorted(self.sorted_keys, cells, side="right") - lo
-        # the runs [lo, lo + count) of the sorted keyframes, concatenated without a Python loop
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        return self.order[starts + np.arange(int(counts.sum()))]
+        at = np.minimum(np.searchsorted(self.cell_keys, cells), len(self.cell_keys) - 1)
+        found = at[self.cell_keys[at] == cells]
+        lo, counts = self.cell_start[found], self.cell_count[found]
+        total = int(counts.sum())
+        # positions in the concatenated runs [lo, lo + count) of the sorted keyframes
+        if total > limit:
+            wanted = np.arange(limit) * (total - 1) // (limit - 1)
+        else:
+            wanted = np.arange(total)
+        ends = np.cumsum(counts)
+        run = np.searchsorted(ends, wanted, side="right")
+        return self.order[lo[run] + wanted - (ends - counts)[run]], total
 
 
 class PlaceFilter:
@@ -339,8 +350,14 @@ class PlaceFilter:
         origin = m_xy[0]
         p = xy - origin
         m = m_xy - origin
-        left = np.column_stack([p, np.cos(yaw), np.sin(yaw)])
-        right = np.vstack([(-2.0 * a) * m.T, b * np.cos(m_yaw), b * np.sin(m_yaw)])
+        left = np.empty((len(p), 4))
+        left[:, :2] = p
+        np.cos(yaw, out=left[:, 2])
+        np.sin(yaw, out=left[:, 3])
+        right = np.empty((4, len(m)))
+        right[:2] = (-2.0 * a) * m.T
+        right[2] = b * np.cos(m_yaw)
+        right[3] = b * np.sin(m_yaw)
         per_match = a * (m * m).sum(axis=1) - b + np.log(weight)
         best = (left @ right + per_match).max(axis=1)
         # max_j weight_j k_j = exp(max_j (log weight_j + log k_j)): one exponential per pose
@@ -355,10 +372,8 @@ class PlaceFilter:
         ``miss + (hit - miss) h``, whose mean over the map's keyframes is 1."""
         if len(m_xy) == 0:
             return 1.0, 1.0
-        near = self._grid.near(m_xy)
-        count = len(near)
-        if count > _CHANCE_SAMPLE:  # a dense map: the mean hit over an even subsample (bounded cost)
-            near = near[np.arange(_CHANCE_SAMPLE) * (count - 1) // (_CHANCE_SAMPLE - 1)]
+        # a dense map: the mean hit over an even subsample of the keyframes near the matches (bounded cost)
+        near, count = self._grid.near(m_xy, _CHANCE_SAMPLE)
         hits = self._hits(self.positions[near, :2], self.yaws[near], m_xy, m_yaw, weight)
         total = float(hits.mean()) * count if count else 0.0
         chance = min(max(total / len(self.positions), _MIN_CHANCE), 1.0)
@@ -484,7 +499,10 @@ class PlaceFilter:
         self._last_centre = centre.copy()
         self._hypothesis_frames += 1
         # without odometry: the estimate must beat its best rival place, confirm_frames in a row
-        if self._last_odom is None and len(ids):
+        # (it gates confirmation only: not computed while tracking, counted anew after a loss)
+        if self._tracking:
+            self._rival_frames = 0
+        elif self._last_odom is None and len(ids):
             beats = self._rival_margin(centre, m_xy) >= cfg.rival_margin
             self._rival_frames = self._rival_frames + 1 if beats else 0
         rival_ok = self._last_odom is not None or self._rival_frames >= cfg.confirm_frames
