@@ -461,16 +461,21 @@ class PlaceFilter:
         w_in = w[inside]
         mass = float(w_in.sum())
         wi = w_in / w_in.sum()
-        centred = xy[inside] - centre
-        spread_cov = (wi[:, None] * centred).T @ centred
+        dx, dy = x[inside] - centre[0], y[inside] - centre[1]
+        wdx = wi * dx
+        cxy = float(wdx @ dy)
+        spread_cov = np.array([[float(wdx @ dx), cxy], [cxy, float((wi * dy) @ dy)]])
         scale = cfg.covariance_scale if self._last_odom is not None else cfg.covariance_scale_no_odometry
         cov = scale**2 * spread_cov + np.eye(2) * self.floor_m**2
         yaw_in = self._yaw[inside]
         c_mean, s_mean = float(wi @ np.cos(yaw_in)), float(wi @ np.sin(yaw_in))
         yaw = math.atan2(s_mean, c_mean)
         yaw_var = -2.0 * math.log(min(1.0, max(math.hypot(c_mean, s_mean), 1e-12)))
-        mean_all = w @ xy
-        spread = float(math.sqrt(w @ ((xy - mean_all) ** 2).sum(axis=1)))
+        mean_x, mean_y = float(w @ x), float(w @ y)
+        # RMS distance to the mean, about the first particle (no precision lost far from the origin)
+        ox, oy = x - x[0], y - y[0]
+        spread_sq = float(w @ (ox * ox + oy * oy)) - (mean_x - x[0]) ** 2 - (mean_y - y[0]) ** 2
+        spread = math.sqrt(max(spread_sq, 0.0))
 
         best_kf = -1
         if len(ids):
