@@ -283,6 +283,8 @@ def test_filter_config_is_checked_and_loads_from_a_mapping() -> None:
         {"confirm_error": 0.5},
         {"hit_rate": 1.0},
         {"covariance_scale": 0},
+        {"rival_margin": 0.5},
+        {"rival_window": 0},
     ):
         with pytest.raises(ConfigError):
             FilterConfig(**bad)
