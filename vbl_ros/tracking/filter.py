@@ -444,14 +444,21 @@ class PlaceFilter:
     ) -> FilterEstimate:
         cfg = self.config
         xy, w, r2 = self._xy, self._w, cfg.radius_m**2
-        x, y = xy[:, 0], xy[:, 1]
+        x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+
+        def squared_distances(cx: np.ndarray | float, cy: np.ndarray | float) -> np.ndarray:
+            dx, dy = np.subtract(cx, x), np.subtract(cy, y)  # in place below: fewer temporaries
+            dx *= dx
+            dy *= dy
+            dx += dy
+            return dx
 
         def within(c: np.ndarray) -> np.ndarray:
-            return np.flatnonzero((x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2)
+            return np.flatnonzero(squared_distances(c[0], c[1]) <= r2)
 
         # the densest place: among the heaviest particles, the one with most weight within the radius
         top = np.argpartition(w, len(w) - _MODE_CANDIDATES)[-_MODE_CANDIDATES:]
-        near = (x[top, None] - x[None, :]) ** 2 + (y[top, None] - y[None, :]) ** 2 <= r2
+        near = squared_distances(x[top, None], y[top, None]) <= r2
         centre = xy[top[int(np.argmax(near @ w))]]
         for _ in range(2):
             inside = within(centre)
