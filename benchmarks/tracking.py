@@ -193,9 +193,10 @@ def submap(keyframe_map: KeyframeMap, keep: np.ndarray) -> KeyframeMap:
     return out
 
 
-def time_filter(keyframes: int, frames: int = 2000) -> dict:
+def time_filter(keyframes: int, frames: int = 2000, odometry: bool = True) -> dict:
     """The filter's cost per frame on a map of ``keyframes`` places (positions only: the filter never
-    touches descriptors), fed ``4 * top_k`` matches per frame, with odometry."""
+    touches descriptors), fed ``4 * top_k`` matches per frame, with odometry or without (the speed
+    prior, and the comparison with the best rival place)."""
     from vbl_ros.tracking import FilterConfig, PlaceFilter
 
     rng = np.random.default_rng(0)
@@ -212,13 +213,14 @@ def time_filter(keyframes: int, frames: int = 2000) -> dict:
         ids = np.concatenate([near, rng.integers(0, keyframes, k - len(near))])
         scores = np.sort(rng.uniform(0.88, 0.95, k))[::-1]
         t0, c0 = time.perf_counter(), time.thread_time()
-        filt.update(i * 312_500_000, ids, scores, (truth, 0.0, 0.0))
+        filt.update(i * 312_500_000, ids, scores, (truth, 0.0, 0.0) if odometry else None)
         times.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.thread_time() - c0) * 1e3)
     p50, p95, p99 = np.percentile(times, [50, 95, 99])
     c50, c95 = np.percentile(cpu, [50, 95])
     return {
         "keyframes": keyframes,
+        "odometry": odometry,
         "frames": frames,
         "wall_p50_ms": p50,
         "wall_p95_ms": p95,
@@ -353,7 +355,7 @@ def main() -> None:
         "git_commit": git_commit(),
     }
     if not args.bags and args.suite is None:
-        rows = [time_filter(n) for n in args.timing_keyframes]
+        rows = [time_filter(n, odometry=o) for n in args.timing_keyframes for o in (True, False)]
         for row in rows:
             print("filter cost per frame:", row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -409,7 +411,9 @@ def main() -> None:
         "particles": LocalizerConfig().filter_particles,
     }
     print("filter cost per frame in the replays (ms):", out["filter_ms_per_frame"])
-    out["filter_cost_vs_map_size"] = [time_filter(n) for n in args.timing_keyframes]
+    out["filter_cost_vs_map_size"] = [
+        time_filter(n, odometry=o) for n in args.timing_keyframes for o in (True, False)
+    ]
     for row in out["filter_cost_vs_map_size"]:
         print("filter cost per frame:", row)
     args.out.parent.mkdir(parents=True, exist_ok=True)

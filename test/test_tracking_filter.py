@@ -283,6 +283,8 @@ def test_filter_config_is_checked_and_loads_from_a_mapping() -> None:
         {"confirm_error": 0.5},
         {"hit_rate": 1.0},
         {"covariance_scale": 0},
+        {"rival_margin": 0.5},
+        {"rival_window": 0},
     ):
         with pytest.raises(ConfigError):
             FilterConfig(**bad)
@@ -325,3 +327,36 @@ def test_localizer_in_filtered_mode_publishes_priors_and_reports_the_state(town)
     assert counts["filtered"] >= 0.7 * len(truth) > counts["single"]
     filtered.reset_session()
     assert filtered.localize_descriptor(desc[0], 0).filter_state == "initializing"
+
+
+def test_without_odometry_a_look_alike_place_is_never_confirmed_over_the_right_one(town) -> None:
+    """The safety rule without odometry. The robot tracks, then is carried 150 m away (frame 60).
+    After the jump, every frame's matches hit a look-alike street (the loop's far side, moving along
+    with the robot) in 90 % of frames, mostly at the top ranks, and the right place in only 50 %;
+    the rest are random keyframes. The look-alike is matched consistently for 140 frames, more often
+    than the right place, but never better than it by the rival margin: no prior may be published
+    there (after the first 3 frames after the jump, which may still carry the old belief)."""
+    world, kmap = town
+    rng = np.random.default_rng(11)
+    n_kf, frames, jump = len(kmap), 300, 100
+    place = np.concatenate([np.arange(jump), 220 + np.arange(frames - jump)]) % n_kf
+    truth = world.xy[place]
+    ghost = (place + n_kf // 2) % n_kf  # the same place on the other side of the loop
+    ids = np.empty((frames, K), np.int64)
+    for i in range(frames):
+        row = list(rng.choice(n_kf, size=K, replace=False))
+        if i < jump:  # before the jump: clear retrieval, the right place and its neighbours first
+            row[:3] = [place[i], (place[i] + 1) % n_kf, (place[i] - 1) % n_kf]
+        else:
+            slots = rng.choice(10, size=2, replace=False)  # two of the top 10 ranks
+            if rng.random() < 0.9:
+                row[slots[0]] = ghost[i]
+            if rng.random() < 0.4:
+                row[slots[1]] = place[i]
+        ids[i] = row
+    scores = np.sort(rng.uniform(0.82, 0.86, (frames, K)), axis=1)[:, ::-1]
+    filt = make_filter(kmap)
+    est = [filt.update(i * NS, ids[i], scores[i], None) for i in range(frames)]
+    err = errors(est, truth)
+    assert np.isfinite(err[:jump]).sum() >= 20  # it tracked before the jump
+    assert not np.any(err[jump + 3 :] > 25.0)  # never the look-alike street

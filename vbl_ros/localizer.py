@@ -109,6 +109,9 @@ class LocalizerConfig:
             (moving on odometry or the speed prior alone) before the filter calls itself lost.
         filter_max_speed_mps: filtered mode: largest speed of the motion prior used without odometry.
         filter_odometry_noise: filtered mode: motion noise as a share of the odometry's distance and turn.
+        filter_heading_noise_deg_per_m: filtered mode: heading noise per metre of odometry travel (its
+            drift); 1.0 for an odometry drifting ~0.5 deg/m gives night and snow priors where 0.2 gives
+            none, at some cost with an INS-grade odometry (benchmarks/README.md, tracking.py).
         filter_evidence_weight: filtered mode: tempering (0..1] of each frame's log likelihood ratio
             (consecutive frames' retrieval errors are correlated).
         filter_covariance_scale: filtered mode, with odometry: the prior's position std is this many
@@ -143,6 +146,7 @@ class LocalizerConfig:
     filter_max_frames_unsupported: int = FilterConfig.max_frames_unsupported
     filter_max_speed_mps: float = FilterConfig.max_speed_mps
     filter_odometry_noise: float = FilterConfig.odometry_noise
+    filter_heading_noise_deg_per_m: float = FilterConfig.heading_noise_deg_per_m
     filter_evidence_weight: float = FilterConfig.evidence_weight
     filter_covariance_scale: float = FilterConfig.covariance_scale
     filter_covariance_floor_m: float = FilterConfig.covariance_floor_m
@@ -198,6 +202,7 @@ class LocalizerConfig:
                 max_frames_unsupported=self.filter_max_frames_unsupported,
                 max_speed_mps=self.filter_max_speed_mps,
                 odometry_noise=self.filter_odometry_noise,
+                heading_noise_deg_per_m=self.filter_heading_noise_deg_per_m,
                 evidence_weight=self.filter_evidence_weight,
                 covariance_scale=self.filter_covariance_scale,
                 covariance_floor_m=self.filter_covariance_floor_m,
@@ -577,7 +582,8 @@ class Localizer:
                 f"filter {estimate.state}: {100 * estimate.mass:.0f} % of the belief within "
                 f"{cfg.radius_m:g} m (min {100 * cfg.min_mass:.0f} %), spread {estimate.spread_m:.1f} m, "
                 f"evidence {estimate.evidence:.1f} (confirmed at {self.filter.threshold:.1f}, 3x without "
-                f"odometry), {estimate.unsupported_frames} frames whose matches do not favour it"
+                f"odometry, where it must also beat its best rival place {cfg.rival_margin:g}x), "
+                f"{estimate.unsupported_frames} frames whose matches do not favour it"
             )
         kf = estimate.best_keyframe if estimate.best_keyframe >= 0 else int(ids[0])
         roll, pitch, _ = quaternion_to_euler(self.map.orientations()[kf])

@@ -24,7 +24,8 @@ class FilterConfig:
             been followed before the filter may start tracking it, i.e. publishing priors.
         confirm_error: the error rate the confirmation accepts: a hypothesis is confirmed when its
             accumulated log likelihood ratio against a random place of the map reaches
-            ``log((1 - confirm_error) / confirm_error)`` (Wald; twice that without odometry).
+            ``log((1 - confirm_error) / confirm_error)`` (Wald; three times that without odometry,
+            where the estimate must also beat its best rival place by ``rival_margin``).
         hit_rate: the share of frames whose retrieved matches are assumed to hit the right place
             (a night-like, pessimistic value: each hit then counts less, each miss less too).
         score_contrast: weight of a match's score, standardised by its frame's retrieved scores,
@@ -52,6 +53,11 @@ class FilterConfig:
             covariance.
         max_gap_s: a gap between frames longer than this (or time going back) restarts the filter.
         seed: random seed (the same inputs and seed give the same outputs).
+        rival_margin: without odometry, a hypothesis is confirmed only once it has beaten its best
+            rival place by this factor in ``confirm_frames`` frames in a row: its support by the last
+            ``rival_window`` frames' matches against that of the strongest match farther than
+            ``radius_m + 2 kernel_m`` from it (>= 1; 1 = only "no rival does better").
+        rival_window: frames of matches that make a place's support in that comparison.
     """
 
     particles: int = 500
@@ -76,6 +82,8 @@ class FilterConfig:
     covariance_floor_m: float = 0.1
     max_gap_s: float = 5.0
     seed: int = 0
+    rival_margin: float = 2.0
+    rival_window: int = 5
 
     def __post_init__(self) -> None:
         if not 10 <= self.particles <= 100_000:
@@ -113,6 +121,10 @@ class FilterConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        if not (math.isfinite(self.rival_margin) and self.rival_margin >= 1):
+            raise ConfigError(f"rival_margin must be >= 1, got {self.rival_margin}; 2 is the tuned value")
+        if not 1 <= self.rival_window <= 50:
+            raise ConfigError(f"rival_window must be in [1, 50] frames, got {self.rival_window}")
         if not 0 < self.evidence_weight <= 1:
             raise ConfigError(f"evidence_weight must be in (0, 1], got {self.evidence_weight}")
         if not 0 <= self.reset_min <= self.reset_max <= 1:

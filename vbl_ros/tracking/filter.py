@@ -58,6 +58,23 @@ Design (Monte Carlo localization on a keyframe map, with sensor resetting and a 
   estimate was supported within the last ``max_frames_unsupported`` frames (it bridges frames where
   retrieval fails, on odometry or the speed prior), and is ``lost`` otherwise. A prior is offered
   only while tracking.
+- **Without odometry, the estimate must also beat its best rival place.** The test above weighs
+  the estimate against a *random* place. With odometry that is enough: a look-alike street does not
+  move the way the odometry says. Without it, the speed prior lets the belief chase any sequence
+  of matches, and in an aliased town at night a look-alike place, or a belief that drifts slowly off
+  the right street, can gather as much evidence against chance as the right place does (town_d's
+  night drive, benchmarks/README.md). So without odometry a hypothesis is confirmed only when, in
+  ``confirm_frames`` frames in a row, the last ``rival_window`` frames' matches support it at
+  least ``rival_margin`` times as much as they support its strongest rival: each of the current
+  frame's matches farther than ``radius_m + 2 kernel_m`` from the estimate. A place's support is
+  the sum over those frames of the frame's best ``weight_j exp(-d_j^2 / 2 radius_m^2)`` (its
+  matches within about ``radius_m``). The rival is re-chosen every frame among the places the
+  matches point to, so the estimate is compared with the best competing place, wherever it is, not
+  with one tracked alternative. Where the right place is among the matches nearly as often as a
+  look-alike, neither is confirmed; where it is matched clearly more often (daylight, snow), the
+  margin is 2-3 and confirmation costs a few frames. The rule gates confirmation only; a tracked
+  estimate is kept or lost as above. With odometry it is not applied (on the tuning and held-out
+  drives with odometry the filter published no wrong prior without it).
 - **Covariance**: the particles' spread within the radius times ``covariance_scale`` (with odometry)
   or ``covariance_scale_no_odometry``, plus a floor. The particles stay spread over the match
   kernels while their mean is much more precise; the scales are calibrated on the tuning town's
@@ -96,6 +113,7 @@ _NO_ODOMETRY_THRESHOLD = 3.0  # without odometry the motion prior constrains les
 _CHANCE_SAMPLE = 256  # at most this many keyframes near the matches are scored for the chance level
 _NEIGHBOUR_CELLS = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
 _EVIDENCE_CAP = 1.5  # the accumulated evidence is capped at this many thresholds
+_RIVAL_GAP_KERNELS = 2.0  # rival places lie farther than radius_m + this many kernel_m from the estimate
 
 
 def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
@@ -140,7 +158,7 @@ class FilterEstimate:
 
 class _KeyframeGrid:
     """The map's keyframes hashed into square cells, to find those near a few points at a cost that
-    does not grow with the map (sorted cell keys, binary search)."""
+    does not grow with the map (the occupied cells' sorted keys, binary search)."""
 
     def __init__(self, xy: np.ndarray, cell_m: float) -> None:
         self.cell = float(cell_m)
@@ -149,20 +167,31 @@ class _KeyframeGrid:
         self.rows = int(ij[:, 1].max() - self.origin[1] + 2) if len(ij) else 1
         keys = self._keys(ij)
         self.order = np.argsort(keys, kind="stable")
-        self.sorted_keys = keys[self.order]
+        # one entry per occupied cell (a small array, searched without cache misses on large maps)
+        self.cell_keys, self.cell_start, self.cell_count = np.unique(
+            keys[self.order], return_index=True, return_counts=True
+        )
 
     def _keys(self, ij: np.ndarray) -> np.ndarray:
         return (ij[:, 0] - self.origin[0]) * self.rows + (ij[:, 1] - self.origin[1])
 
-    def near(self, points: np.ndarray) -> np.ndarray:
-        """Ids of the keyframes in the 3 x 3 cells around each point (each id once)."""
+    def near(self, points: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
+        """The keyframes in the 3 x 3 cells around each point (each once): their count, and their ids,
+        or at most ``limit`` of them evenly spread over the list when there are more."""
         ij = np.floor(points / self.cell).astype(np.int64)
         cells = np.unique(self._keys((ij[:, None, :] + _NEIGHBOUR_CELLS[None]).reshape(-1, 2)))
-        lo = np.searchsorted(self.sorted_keys, cells, side="left")
-        counts = np.searchsorted(self.sorted_keys, cells, side="right") - lo
-        # the runs [lo, lo + count) of the sorted keyframes, concatenated without a Python loop
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        return self.order[starts + np.arange(int(counts.sum()))]
+        at = np.minimum(np.searchsorted(self.cell_keys, cells), len(self.cell_keys) - 1)
+        found = at[self.cell_keys[at] == cells]
+        lo, counts = self.cell_start[found], self.cell_count[found]
+        total = int(counts.sum())
+        # positions in the concatenated runs [lo, lo + count) of the sorted keyframes
+        if total > limit:
+            wanted = np.arange(limit) * (total - 1) // (limit - 1)
+        else:
+            wanted = np.arange(total)
+        ends = np.cumsum(counts)
+        run = np.searchsorted(ends, wanted, side="right")
+        return self.order[lo[run] + wanted - (ends - counts)[run]], total
 
 
 class PlaceFilter:
@@ -210,6 +239,8 @@ class PlaceFilter:
         self._last_stamp: int | None = None
         self._last_odom: np.ndarray | None = None
         self._z = 0.0
+        self._recent: list[tuple[np.ndarray, np.ndarray]] = []  # the last frames' (match xy, weight)
+        self._rival_frames = 0  # consecutive frames in which the estimate beat its best rival
 
     # ------------------------------------------------------------------ public
     def update(
@@ -246,6 +277,8 @@ class PlaceFilter:
         m_xy = self.positions[ids, :2]
         m_yaw = self.yaws[ids]
         weight = self._match_weights(scores)
+        if len(ids):
+            self._recent = [*self._recent[len(self._recent) + 1 - cfg.rival_window :], (m_xy, weight)]
         hit, miss = self._hit_ratios(m_xy, m_yaw, weight)
 
         reset_share = 0.0
@@ -299,23 +332,36 @@ class PlaceFilter:
         retrieved scores (local contrast normalisation), ``exp(score_contrast * (z_j - z_max))``."""
         if len(scores) == 0:
             return np.zeros(0)
-        spread = max(float(scores.std()), _MIN_SCORE_SPREAD)
+        centred = scores - scores.mean()
+        spread = max(math.sqrt(float(centred @ centred) / len(scores)), _MIN_SCORE_SPREAD)
         return np.exp(self.config.score_contrast * (scores - scores.max()) / spread)
 
     def _hits(
         self, xy: np.ndarray, yaw: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray
     ) -> np.ndarray:
-        """``(P,)`` in [0, 1]: how much a retrieved match lands at each pose, ``max_j weight_j k_j``."""
+        """``(P,)`` in [0, 1]: how much a retrieved match lands at each pose, ``max_j weight_j k_j``.
+
+        ``log(weight_j k_j) = a |p - m_j|^2 + b (cos(yaw - yaw_j) - 1) + log weight_j`` expands into
+        one ``(P, 4) @ (4, K)`` product plus per-pose and per-match terms (positions taken relative
+        to the first match, so that the expansion loses no precision on large maps)."""
         cfg = self.config
-        dx = np.subtract.outer(xy[:, 0], m_xy[:, 0])
-        dy = np.subtract.outer(xy[:, 1], m_xy[:, 1])
-        # cos(yaw - m_yaw) without a (P, K) cosine
-        cos_d = np.outer(np.cos(yaw), np.cos(m_yaw)) + np.outer(np.sin(yaw), np.sin(m_yaw))
-        log_k = (dx * dx + dy * dy) * (-0.5 / cfg.kernel_m**2) + (cos_d - 1.0) * (
-            1.0 / math.radians(cfg.kernel_yaw_deg) ** 2
-        )
+        a = -0.5 / cfg.kernel_m**2
+        b = 1.0 / math.radians(cfg.kernel_yaw_deg) ** 2
+        origin = m_xy[0]
+        p = xy - origin
+        m = m_xy - origin
+        left = np.empty((len(p), 4))
+        left[:, :2] = p
+        np.cos(yaw, out=left[:, 2])
+        np.sin(yaw, out=left[:, 3])
+        right = np.empty((4, len(m)))
+        right[:2] = (-2.0 * a) * m.T
+        right[2] = b * np.cos(m_yaw)
+        right[3] = b * np.sin(m_yaw)
+        per_match = a * (m * m).sum(axis=1) - b + np.log(weight)
+        best = (left @ right + per_match).max(axis=1)
         # max_j weight_j k_j = exp(max_j (log weight_j + log k_j)): one exponential per pose
-        return np.exp((log_k + np.log(weight)[None, :]).max(axis=1))
+        return np.exp(np.minimum(best + a * (p * p).sum(axis=1), 0.0))
 
     def _hit_ratios(self, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
         """The likelihood ratios ``(hit, miss)`` of a pose whose hit is 1 and 0, right vs random place.
@@ -326,10 +372,8 @@ class PlaceFilter:
         ``miss + (hit - miss) h``, whose mean over the map's keyframes is 1."""
         if len(m_xy) == 0:
             return 1.0, 1.0
-        near = self._grid.near(m_xy)
-        count = len(near)
-        if count > _CHANCE_SAMPLE:  # a dense map: the mean hit over an even subsample (bounded cost)
-            near = near[np.linspace(0, count - 1, _CHANCE_SAMPLE).astype(np.int64)]
+        # a dense map: the mean hit over an even subsample of the keyframes near the matches (bounded cost)
+        near, count = self._grid.near(m_xy, _CHANCE_SAMPLE)
         hits = self._hits(self.positions[near, :2], self.yaws[near], m_xy, m_yaw, weight)
         total = float(hits.mean()) * count if count else 0.0
         chance = min(max(total / len(self.positions), _MIN_CHANCE), 1.0)
@@ -371,7 +415,8 @@ class PlaceFilter:
         self, which: np.ndarray, m_xy: np.ndarray, m_yaw: np.ndarray, weight: np.ndarray
     ) -> None:
         cfg, rng = self.config, self._rng
-        j = rng.choice(len(weight), size=len(which), p=weight / weight.sum())
+        cumulative = np.cumsum(weight)
+        j = np.minimum(np.searchsorted(cumulative, rng.random(len(which)) * cumulative[-1]), len(weight) - 1)
         self._xy[which] = m_xy[j] + rng.normal(0.0, cfg.kernel_m, (len(which), 2))
         self._yaw[which] = _wrap(m_yaw[j] + rng.normal(0.0, math.radians(cfg.kernel_yaw_deg), len(which)))
         self._speed[which] = rng.uniform(0.0, cfg.max_speed_mps, len(which))
@@ -399,14 +444,21 @@ class PlaceFilter:
     ) -> FilterEstimate:
         cfg = self.config
         xy, w, r2 = self._xy, self._w, cfg.radius_m**2
-        x, y = xy[:, 0], xy[:, 1]
+        x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+
+        def squared_distances(cx: np.ndarray | float, cy: np.ndarray | float) -> np.ndarray:
+            dx, dy = np.subtract(cx, x), np.subtract(cy, y)  # in place below: fewer temporaries
+            dx *= dx
+            dy *= dy
+            dx += dy
+            return dx
 
         def within(c: np.ndarray) -> np.ndarray:
-            return np.flatnonzero((x - c[0]) ** 2 + (y - c[1]) ** 2 <= r2)
+            return np.flatnonzero(squared_distances(c[0], c[1]) <= r2)
 
         # the densest place: among the heaviest particles, the one with most weight within the radius
         top = np.argpartition(w, len(w) - _MODE_CANDIDATES)[-_MODE_CANDIDATES:]
-        near = (x[top, None] - x[None, :]) ** 2 + (y[top, None] - y[None, :]) ** 2 <= r2
+        near = squared_distances(x[top, None], y[top, None]) <= r2
         centre = xy[top[int(np.argmax(near @ w))]]
         for _ in range(2):
             inside = within(centre)
@@ -416,16 +468,21 @@ class PlaceFilter:
         w_in = w[inside]
         mass = float(w_in.sum())
         wi = w_in / w_in.sum()
-        centred = xy[inside] - centre
-        spread_cov = (wi[:, None] * centred).T @ centred
+        dx, dy = x[inside] - centre[0], y[inside] - centre[1]
+        wdx = wi * dx
+        cxy = float(wdx @ dy)
+        spread_cov = np.array([[float(wdx @ dx), cxy], [cxy, float((wi * dy) @ dy)]])
         scale = cfg.covariance_scale if self._last_odom is not None else cfg.covariance_scale_no_odometry
         cov = scale**2 * spread_cov + np.eye(2) * self.floor_m**2
         yaw_in = self._yaw[inside]
         c_mean, s_mean = float(wi @ np.cos(yaw_in)), float(wi @ np.sin(yaw_in))
         yaw = math.atan2(s_mean, c_mean)
         yaw_var = -2.0 * math.log(min(1.0, max(math.hypot(c_mean, s_mean), 1e-12)))
-        mean_all = w @ xy
-        spread = float(math.sqrt(w @ ((xy - mean_all) ** 2).sum(axis=1)))
+        mean_x, mean_y = float(w @ x), float(w @ y)
+        # RMS distance to the mean, about the first particle (no precision lost far from the origin)
+        ox, oy = x - x[0], y - y[0]
+        spread_sq = float(w @ (ox * ox + oy * oy)) - (mean_x - x[0]) ** 2 - (mean_y - y[0]) ** 2
+        spread = math.sqrt(max(spread_sq, 0.0))
 
         best_kf = -1
         if len(ids):
@@ -450,8 +507,17 @@ class PlaceFilter:
             and np.hypot(*(centre - self._last_centre)) > cfg.radius_m + self._moved_m
         ):
             self._tracking, self._evidence, self._hypothesis_frames = False, 0.0, 0
+            self._rival_frames = 0
         self._last_centre = centre.copy()
         self._hypothesis_frames += 1
+        # without odometry: the estimate must beat its best rival place, confirm_frames in a row
+        # (it gates confirmation only: not computed while tracking, counted anew after a loss)
+        if self._tracking:
+            self._rival_frames = 0
+        elif self._last_odom is None and len(ids):
+            beats = self._rival_margin(centre, m_xy) >= cfg.rival_margin
+            self._rival_frames = self._rival_frames + 1 if beats else 0
+        rival_ok = self._last_odom is not None or self._rival_frames >= cfg.confirm_frames
         # Page's CUSUM of the hypothesis's log likelihood ratios, capped so that a loss shows in time
         threshold = self.threshold * (1 if self._last_odom is not None else _NO_ODOMETRY_THRESHOLD)
         self._evidence = min(max(0.0, self._evidence + ratio), _EVIDENCE_CAP * threshold)
@@ -468,6 +534,7 @@ class PlaceFilter:
                 and self._evidence >= threshold
                 and supported
                 and self._hypothesis_frames >= cfg.confirm_frames
+                and rival_ok
             )
         if self._tracking:
             self._ever_tracked = True
@@ -485,6 +552,25 @@ class PlaceFilter:
             best_keyframe=best_kf,
             evidence=self._evidence,
         )
+
+    def _rival_margin(self, centre: np.ndarray, m_xy: np.ndarray) -> float:
+        """How much more the last ``rival_window`` frames' matches support the estimate than its best
+        rival: ``support(centre) / max support(rival)``, over the rivals = this frame's matches farther
+        than ``radius_m + 2 kernel_m`` from the estimate (``inf`` when there is none). A place's
+        support is the sum over those frames of the frame's best ``weight_j exp(-d_j^2 / 2 radius_m^2)``."""
+        cfg = self.config
+        gap = cfg.radius_m + _RIVAL_GAP_KERNELS * cfg.kernel_m
+        far = ((m_xy - centre) ** 2).sum(axis=1) > gap**2
+        if not far.any():
+            return math.inf
+        places = np.vstack([centre[None], m_xy[far]])
+        xy = np.concatenate([frame_xy for frame_xy, _ in self._recent])
+        weight = np.concatenate([frame_w for _, frame_w in self._recent])
+        starts = np.cumsum([0] + [len(frame_w) for _, frame_w in self._recent[:-1]])
+        d2 = (places[:, None, 0] - xy[None, :, 0]) ** 2 + (places[:, None, 1] - xy[None, :, 1]) ** 2
+        kernel = np.exp(d2 * (-0.5 / cfg.radius_m**2)) * weight
+        support = np.maximum.reduceat(kernel, starts, axis=1).sum(axis=1)  # best per frame, summed
+        return float(support[0] / max(float(support[1:].max()), 1e-300))
 
     def _empty_estimate(self) -> FilterEstimate:
         nan = math.nan
