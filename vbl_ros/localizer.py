@@ -125,6 +125,8 @@ class LocalizerConfig:
     loop_odom_drift_m: float = 10.0
     loop_odom_drift_fraction: float = 0.1
     loop_centre_frames: int = 0
+    loop_start_contrast: float = 1.3
+    loop_keep_contrast: float = 0.25
     prior_mode: str = "single"
     filter_particles: int = FilterConfig.particles
     filter_radius_m: float = FilterConfig.radius_m
@@ -171,6 +173,8 @@ class LocalizerConfig:
             odom_drift_m=self.loop_odom_drift_m,
             odom_drift_fraction=self.loop_odom_drift_fraction,
             centre_frames=self.loop_centre_frames,
+            start_contrast=self.loop_start_contrast,
+            keep_contrast=self.loop_keep_contrast,
         )
 
     def filter_config(self) -> FilterConfig:
@@ -618,7 +622,9 @@ class Localizer:
         session = self.session
         if stamp_ns < (session.stamps[-1] if session.stamps else stamp_ns):
             return ()  # time went back: the session restarts when this frame is added
-        descriptors, stamps, positions, travelled = session.arrays(session.eligible(cutoff))
+        # all the session's keyframes: the older ones are the candidates, the younger ones show
+        # show what the lines next to a candidate score (the contrast test)
+        descriptors, stamps, positions, travelled = session.arrays(len(session))
         match = self.loop_detector.update(
             desc[0],
             stamp_ns,
@@ -627,6 +633,7 @@ class Localizer:
             odom_position=odom_position,
             keyframe_positions=positions,
             keyframe_travelled_m=travelled,
+            eligible=session.eligible(cutoff),
         )
         if match is None or self.config.max_loop_candidates == 0:
             return ()

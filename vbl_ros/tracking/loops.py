@@ -98,6 +98,12 @@ class LoopConfig:
     num_speed_ratios: int = 5
     candidates: int = 20
     centre_frames: int = 0
+    start_contrast: float = 1.3
+    keep_contrast: float = 0.25
+    contrast_min_s: float = 2.0
+    contrast_max_s: float = 20.0
+    contrast_step_s: float = 2.0
+    contrast_guard_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.confirm_frames < 2:
@@ -123,6 +129,18 @@ class LoopConfig:
             raise ConfigError(
                 f"centre_frames must be 0 (off) or >= 2, got {self.centre_frames} "
                 "(a frame centred on itself alone is a zero vector)"
+            )
+        if not (math.isfinite(self.start_contrast) and math.isfinite(self.keep_contrast)):
+            raise ConfigError("start_contrast and keep_contrast must be finite numbers")
+        if not (
+            0 < self.contrast_min_s <= self.contrast_max_s
+            and self.contrast_step_s > 0
+            and self.contrast_guard_s >= 0
+        ):
+            raise ConfigError(
+                "the contrast lines need 0 < contrast_min_s <= contrast_max_s, contrast_step_s > 0 and "
+                f"contrast_guard_s >= 0, got {self.contrast_min_s}, {self.contrast_max_s}, "
+                f"{self.contrast_step_s}, {self.contrast_guard_s}"
             )
         if self.min_keyframes < 2 or self.num_speed_ratios < 1 or self.candidates < 1:
             raise ConfigError("min_keyframes must be >= 2, num_speed_ratios and candidates >= 1")
@@ -177,7 +195,9 @@ class LoopDetector:
         self._frames: collections.deque[_Frame] = collections.deque(maxlen=config.confirm_frames)
         # the last centre_frames raw descriptors (their mean is taken out of every descriptor)
         self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=max(config.centre_frames, 1))
-        self._lock: tuple[int, int] | None = None  # (keyframe stamp, frame stamp) of the last match
+        # (keyframe stamp, frame stamp) of the last match and of the match that started the lock
+        self._lock: tuple[int, int, int, int] | None = None
+        self._lock_contrast: list[float] = []  # the lock's contrast on each frame since it started
         self._last_position: np.ndarray | None = None
         self.travelled_m = 0.0
         self.state = COLLECTING
@@ -212,6 +232,7 @@ class LoopDetector:
         odom_position: np.ndarray | None = None,
         keyframe_positions: np.ndarray | None = None,
         keyframe_travelled_m: np.ndarray | None = None,
+        eligible: int | None = None,
     ) -> SequenceMatch | None:
         """The confirmed revisit of this frame, or ``None``.
 
@@ -236,8 +257,10 @@ class LoopDetector:
         if self._frames and not 0 < stamp_ns - self._frames[-1].stamp_ns <= cfg.max_frame_gap_s * 1e9:
             self._frames.clear()
             self._lock = None
-        n = len(keyframe_stamps_ns)
-        kd = np.asarray(keyframe_descriptors, np.float32)
+        all_kd = np.asarray(keyframe_descriptors, np.float32)
+        all_kst = np.asarray(keyframe_stamps_ns, dtype=np.int64)
+        n = len(all_kst) if eligible is None else int(eligible)
+        kd = all_kd[:n]
         if cfg.centre_frames:
             self._recent.append(np.asarray(descriptor, np.float32).reshape(-1))
         desc = self.centred(descriptor)
@@ -252,7 +275,7 @@ class LoopDetector:
             self._lock = None
             self.state = COLLECTING
             return None
-        kst = np.asarray(keyframe_stamps_ns, dtype=np.int64)
+        kst = all_kst[:n]
         candidates = self._candidates(current, kst, stamp_ns)
         sequence = self._sequence_scores(candidates, kd, kst, stamp_ns)
         if position is not None and keyframe_positions is not None and keyframe_travelled_m is not None:
@@ -263,13 +286,21 @@ class LoopDetector:
             allowed = cfg.odom_drift_m + cfg.odom_drift_fraction * since
             far = np.linalg.norm(kp - position, axis=1) > allowed  # nan (unknown position): kept
             sequence[far] = -np.inf
-        match = self._follow_lock(candidates, sequence, current, kst, stamp_ns)
+        contrast = self._contrast(sequence, candidates, kst, all_kd, all_kst, stamp_ns)
+        match = self._follow_lock(candidates, sequence, contrast, current, kst, stamp_ns)
         if match is None:
-            best = int(np.argmax(sequence))
-            if sequence[best] >= cfg.start_score:
+            started = np.where(contrast >= cfg.start_contrast, sequence, -np.inf)
+            best = int(np.argmax(started))
+            if started[best] >= cfg.start_score:
                 j = int(candidates[best])
                 match = SequenceMatch(j, float(current[j]), float(sequence[best]), False)
-        self._lock = None if match is None else (int(kst[match.keyframe]), stamp_ns)
+                self._lock_contrast = [float(contrast[best])]
+        if match is None:
+            self._lock = None
+        else:
+            kf = int(kst[match.keyframe])
+            start = self._lock[2:] if match.locked and self._lock is not None else (kf, stamp_ns)
+            self._lock = (kf, stamp_ns, *start)
         self.state = SEARCHING if match is None else LOCKED
         return match
 
@@ -285,41 +316,93 @@ class LoopDetector:
         """``(N,)`` the keyframes where the lock predicts the loop now (``False`` without a lock)."""
         if self._lock is None:
             return np.zeros(len(kst), dtype=bool)
-        kf_stamp, frame_stamp = self._lock
+        kf_stamp, frame_stamp, kf_start, frame_start = self._lock
+        tolerance = self.config.track_tolerance_s * 1e9
         elapsed = stamp_ns - frame_stamp
-        return np.abs(kst - (kf_stamp + elapsed)) <= self.config.track_tolerance_s * 1e9 + elapsed
+        # each frame: near the prediction, never back along the first visit (the robot does not
+        # reverse through the places it revisits); since the lock started: at a speed ratio the
+        # sequences allow (a lock may not stall on one place while the frames move on)
+        step = (np.abs(kst - (kf_stamp + elapsed)) <= tolerance + elapsed) & (kst >= kf_stamp)
+        since, advance, r = stamp_ns - frame_start, kst - kf_start, self.config.max_speed_ratio
+        return step & (advance >= since / r - tolerance) & (advance <= since * r + tolerance)
 
     def _sequence_scores(
         self, candidates: np.ndarray, kd: np.ndarray, kst: np.ndarray, stamp_ns: int
     ) -> np.ndarray:
         """``(C,)`` the sequence score of each candidate keyframe (best over the speed ratios)."""
+        return self._line_scores(kd, kst, kst[candidates], stamp_ns)[0].max(axis=-1)
+
+    def _line_scores(
+        self, kd: np.ndarray, kst: np.ndarray, ends: np.ndarray, stamp_ns: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(..., V)`` the sequence score of the lines ending at keyframe stamps ``ends`` (any
+        shape) per speed ratio, and ``(..., V, W)`` the stamps of the keyframes each line visits."""
         frames = list(self._frames)
         ago = np.array([stamp_ns - f.stamp_ns for f in frames], dtype=np.float64)  # (W,)
-        target = kst[candidates][:, None, None] - self._slopes[None, :, None] * ago[None, None, :]
+        target = ends[..., None, None] - self._slopes[:, None] * ago[None, :]
         n = len(kst)
         right = np.clip(np.searchsorted(kst, target), 1, n - 1)
         nearest = np.where(np.abs(kst[right - 1] - target) <= np.abs(kst[right] - target), right - 1, right)
         window = np.stack([f.descriptor for f in frames])  # (W, D)
-        scores = np.einsum("cvwd,wd->cvw", kd[nearest], window)  # (C, V, W) along each line
+        scores = np.einsum("...wd,wd->...w", kd[nearest], window)
         mean = np.array([f.mean for f in frames])
         spread = np.array([f.spread for f in frames])
         z = (scores - mean) / spread
-        return np.quantile(z, _QUANTILE, axis=2).max(axis=1)
+        return np.quantile(z, _QUANTILE, axis=-1), kst[nearest]
+
+    def _contrast(
+        self,
+        sequence: np.ndarray,
+        candidates: np.ndarray,
+        kst: np.ndarray,
+        all_kd: np.ndarray,
+        all_kst: np.ndarray,
+        stamp_ns: int,
+    ) -> np.ndarray:
+        """``(C,)`` each candidate's contrast: its sequence score minus the best sequence score of
+        the same lines shifted ``contrast_min_s`` to ``contrast_max_s`` along the session, either
+        way (``-inf``: a sequence score below ``keep_score``, or no shifted line to compare with).
+
+        A shifted line counts when the session has a keyframe near each of its times and when it
+        ends ``contrast_guard_s`` before the window's first frame (the frames' own stretch is their
+        own place); it may use keyframes too young to be loop candidates."""
+        cfg = self.config
+        contrast = np.full(len(sequence), -np.inf)
+        live = np.flatnonzero(sequence >= cfg.keep_score)
+        if len(live) == 0:
+            return contrast
+        steps = np.arange(cfg.contrast_min_s, cfg.contrast_max_s + 1e-9, cfg.contrast_step_s)
+        offsets = (np.concatenate([-steps[::-1], steps]) * 1e9).astype(np.int64)  # (O,)
+        ends = kst[candidates[live]][:, None] + offsets[None, :]  # (L, O)
+        shifted, visited = self._line_scores(all_kd, all_kst, ends, stamp_ns)  # (L, O, V), (L, O, V, W)
+        ago = np.array([stamp_ns - f.stamp_ns for f in self._frames], dtype=np.float64)
+        target = ends[..., None, None] - self._slopes[:, None] * ago[None, :]
+        present = np.abs(visited - target) <= cfg.max_frame_gap_s * 1e9
+        before = visited <= self._frames[0].stamp_ns - cfg.contrast_guard_s * 1e9
+        valid = (present & before).all(axis=-1)  # (L, O, V)
+        contrast[live] = sequence[live] - np.where(valid, shifted, -np.inf).max(axis=(1, 2))
+        return contrast
 
     def _follow_lock(
         self,
         candidates: np.ndarray,
         sequence: np.ndarray,
+        contrast: np.ndarray,
         current: np.ndarray,
         kst: np.ndarray,
         stamp_ns: int,
     ) -> SequenceMatch | None:
-        """The keyframe that continues the lock (near where it predicts it), if it holds."""
+        """The keyframe that continues the lock (near where it predicts it), if it holds: its
+        sequence score reaches ``keep_score`` and the lock's mean contrast since it started stays
+        at ``keep_contrast`` or more."""
         near = self._near_lock(kst, stamp_ns)[candidates]
         if not near.any():
             return None
         best = int(np.flatnonzero(near)[np.argmax(sequence[near])])
         if sequence[best] < self.config.keep_score:
+            return None
+        self._lock_contrast.append(float(contrast[best]))
+        if float(np.mean(self._lock_contrast)) < self.config.keep_contrast:
             return None
         j = int(candidates[best])
         return SequenceMatch(j, float(current[j]), float(sequence[best]), True)
