@@ -25,8 +25,10 @@ Loop closure: the session's own keyframes (one each ``keyframe_interval_s``, or 
 ``keyframe_distance_m`` of odometry when odometry is given) are kept; only those older than
 ``loop_exclude_recent_s`` can be loop candidates. With ``loop_confirm_frames >= 2`` (the default) a
 candidate is reported only when the last ``loop_confirm_frames`` frames match a sequence of session
-keyframes advancing with them, and, with odometry, near the current odometry position
-(:class:`~vbl_ros.tracking.loops.LoopDetector`: one candidate, the confirmed keyframe). With
+keyframes advancing with them, standing out from the same sequence shifted 2-20 s along the
+session (its contrast), and, with odometry, near the current odometry position
+(:class:`~vbl_ros.tracking.loops.LoopDetector`: one candidate, the confirmed keyframe; every session
+keyframe is passed to it, the younger ones only for the contrast). With
 ``loop_confirm_frames = 1`` each frame is judged alone: up to ``max_loop_candidates`` keyframes
 scoring ``>= loop_min_score`` (on a first drive that never revisits a place, most frames then get
 wrong candidates: neighbouring streets look alike).
@@ -91,6 +93,12 @@ class LocalizerConfig:
         loop_centre_frames: confirmed loops: descriptors are compared after taking out the mean
             descriptor of the last this many frames (the look shared by everything seen lately:
             light, weather); 0 = off.
+        loop_start_contrast: confirmed loops: a loop starts only when its sequence score exceeds,
+            by this much, the best sequence score of the same lines shifted 2-20 s along the session
+            (a place stands out from its neighbours; a light, a weather, a look-alike stretch does
+            not).
+        loop_keep_contrast: confirmed loops: a locked loop ends when its mean contrast (sequence
+            score minus the shifted lines' best) since it started falls below this.
         prior_mode: single (each frame judged alone) or filtered (a temporal particle filter over
             map places, moved by odometry when given, by a bounded speed prior otherwise).
         filter_particles: filtered mode: particle count (the cost per frame does not grow with the map).
