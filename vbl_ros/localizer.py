@@ -345,6 +345,10 @@ class _SessionKeyframes:
             self._travelled[:count],
         )
 
+    def raw_arrays(self, count: int) -> np.ndarray:
+        """``(count, D)`` the first ``count`` keyframes' descriptors as they came."""
+        return self._raw[:count]
+
     def search_older_than(
         self, descriptor: np.ndarray, stamp_ns: int, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -642,6 +646,7 @@ class Localizer:
             keyframe_positions=positions,
             keyframe_travelled_m=travelled,
             eligible=session.eligible(cutoff),
+            raw_keyframe_descriptors=session.raw_arrays(len(session)),
         )
         if match is None or self.config.max_loop_candidates == 0:
             return ()

@@ -42,7 +42,10 @@ the keyframes when they are taken) is first centred on the mean descriptor of th
 ``centre_frames`` frames and L2-normalised again: the look shared by everything seen lately (the
 light, the weather, the camera) is removed and what is left is what sets a place apart from its
 surroundings (descriptor standardisation per sequence: Schubert, Neubert and Protzel, ICRA 2020).
-A revisit in another condition then scores like one in the same condition.
+A revisit in another condition then scores like one in the same condition. Centring also makes
+look-alikes (and, at night, the lap's own keyframes) stand out where they did not, so when the
+caller passes the keyframes' descriptors as they came (``raw_keyframe_descriptors``; the localizer
+does), a centred loop starts only where those pass the contrast test as well (``start_contrast``).
 
 The cost per frame is the one product over the eligible keyframes plus a fixed amount of work
 (``candidates x num_speed_ratios x confirm_frames`` dot products, and for the candidates whose
@@ -192,12 +195,15 @@ class SequenceMatch:
 @dataclass(frozen=True)
 class _Frame:
     """A frame of the window: its descriptor and its scores' mean and spread over the keyframes
-    eligible when it came."""
+    eligible when it came (centred, and as they came when the raw contrast test runs)."""
 
     stamp_ns: int
     descriptor: np.ndarray
     mean: float
     spread: float
+    raw: np.ndarray | None = None
+    raw_mean: float = math.nan
+    raw_spread: float = 1.0
 
 
 class LoopDetector:
@@ -254,6 +260,7 @@ class LoopDetector:
         keyframe_positions: np.ndarray | None = None,
         keyframe_travelled_m: np.ndarray | None = None,
         eligible: int | None = None,
+        raw_keyframe_descriptors: np.ndarray | None = None,
     ) -> SequenceMatch | None:
         """The confirmed revisit of this frame, or ``None``.
 
@@ -270,6 +277,9 @@ class LoopDetector:
                 used with ``odom_position``.
             eligible: how many of the keyframes (a prefix) may be loop candidates; the mean and
                 spread of the frame's scores are taken over them.
+            raw_keyframe_descriptors: ``(N, D)`` the keyframes' descriptors as they came; with
+                ``centre_frames`` > 0, a loop then starts only where these (and the frame's
+                descriptor as it came) pass the contrast test too.
         """
         cfg = self.config
         stamp_ns = int(stamp_ns)
@@ -294,7 +304,17 @@ class LoopDetector:
         current = np.einsum("nd,d->n", kd, desc)
         enough = n >= cfg.min_keyframes
         mean, spread = (float(current.mean()), float(current.std()) + 1e-6) if enough else (math.nan, 1.0)
-        self._frames.append(_Frame(stamp_ns, desc, mean, spread))
+        frame = _Frame(stamp_ns, desc, mean, spread)
+        raw_kd = None
+        if raw_keyframe_descriptors is not None and cfg.centre_frames and enough:
+            # centred: the descriptors as they came are kept too, for the raw contrast test
+            raw_kd = np.asarray(raw_keyframe_descriptors, np.float32)
+            raw = np.asarray(descriptor, np.float32).reshape(-1)
+            raw_current = np.einsum("nd,d->n", raw_kd[:n], raw)
+            frame = _Frame(
+                stamp_ns, desc, mean, spread, raw, float(raw_current.mean()), float(raw_current.std()) + 1e-6
+            )
+        self._frames.append(frame)
         if len(self._frames) < cfg.confirm_frames or not enough:
             self._lock = None
             self.state = COLLECTING
@@ -316,10 +336,15 @@ class LoopDetector:
         if near.any():
             continues[np.flatnonzero(near)[np.argmax(sequence[near])]] = True
         needed = (sequence >= cfg.start_score) | (continues & (sequence >= cfg.keep_score))
-        contrast = self._contrast(sequence, needed, candidates, kst, all_kd, all_kst, stamp_ns)
+        contrast = self._contrast(needed, candidates, kst, all_kd, all_kst, stamp_ns)
         match = self._follow_lock(candidates, sequence, contrast, current, kst, stamp_ns)
         if match is None:
             started = np.where(contrast >= cfg.start_contrast, sequence, -np.inf)
+            if raw_kd is not None and all(f.raw is not None for f in self._frames):
+                # centred, a loop starts only where the descriptors as they came pass the contrast too
+                maybe = started >= cfg.start_score
+                raw_contrast = self._contrast(maybe, candidates, kst, raw_kd, all_kst, stamp_ns, raw=True)
+                started = np.where(raw_contrast >= cfg.start_contrast, started, -np.inf)
             best = int(np.argmax(started))
             if started[best] >= cfg.start_score:
                 j = int(candidates[best])
@@ -363,7 +388,7 @@ class LoopDetector:
         return self._line_scores(kd, kst, kst[candidates], stamp_ns)[0].max(axis=-1)
 
     def _line_scores(
-        self, kd: np.ndarray, kst: np.ndarray, ends: np.ndarray, stamp_ns: int
+        self, kd: np.ndarray, kst: np.ndarray, ends: np.ndarray, stamp_ns: int, raw: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(..., V)`` the sequence score of the lines ending at keyframe stamps ``ends`` (any
         shape) per speed ratio, and ``(..., V, W)`` the stamps of the keyframes each line visits."""
@@ -373,46 +398,48 @@ class LoopDetector:
         n = len(kst)
         right = np.clip(np.searchsorted(kst, target), 1, n - 1)
         nearest = np.where(np.abs(kst[right - 1] - target) <= np.abs(kst[right] - target), right - 1, right)
-        window = np.stack([f.descriptor for f in frames])  # (W, D)
+        window = np.stack([f.raw if raw else f.descriptor for f in frames])  # (W, D)
         scores = np.einsum("...wd,wd->...w", kd[nearest], window)
-        mean = np.array([f.mean for f in frames])
-        spread = np.array([f.spread for f in frames])
+        mean = np.array([f.raw_mean if raw else f.mean for f in frames])
+        spread = np.array([f.raw_spread if raw else f.spread for f in frames])
         z = (scores - mean) / spread
         return np.quantile(z, _QUANTILE, axis=-1), kst[nearest]
 
     def _contrast(
         self,
-        sequence: np.ndarray,
         needed: np.ndarray,
         candidates: np.ndarray,
         kst: np.ndarray,
         all_kd: np.ndarray,
         all_kst: np.ndarray,
         stamp_ns: int,
+        raw: bool = False,
     ) -> np.ndarray:
         """``(C,)`` each candidate's contrast: its sequence score minus the best sequence score of
         the same lines shifted ``contrast_min_s`` to ``contrast_max_s`` along the session, either
         way, for the ``needed`` candidates (``-inf`` for the others, and where no shifted line
-        can be compared with).
+        can be compared with); of the descriptors as the detector compares them, or with ``raw``
+        of the descriptors as they came (``all_kd`` then the keyframes' raw descriptors).
 
         A shifted line counts when the session has a keyframe near each of its times and when it
         ends ``contrast_guard_s`` before the window's first frame (the frames' own stretch is their
         own place); it may use keyframes too young to be loop candidates."""
         cfg = self.config
-        contrast = np.full(len(sequence), -np.inf)
+        contrast = np.full(len(needed), -np.inf)
         live = np.flatnonzero(needed)
         if len(live) == 0:
             return contrast
         steps = np.arange(cfg.contrast_min_s, cfg.contrast_max_s + 1e-9, cfg.contrast_step_s)
         offsets = (np.concatenate([-steps[::-1], steps]) * 1e9).astype(np.int64)  # (O,)
         ends = kst[candidates[live]][:, None] + offsets[None, :]  # (L, O)
-        shifted, visited = self._line_scores(all_kd, all_kst, ends, stamp_ns)  # (L, O, V), (L, O, V, W)
+        shifted, visited = self._line_scores(all_kd, all_kst, ends, stamp_ns, raw)  # (L, O, V), (L, O, V, W)
+        own = self._line_scores(all_kd, all_kst, kst[candidates[live]], stamp_ns, raw)[0].max(axis=-1)
         ago = np.array([stamp_ns - f.stamp_ns for f in self._frames], dtype=np.float64)
         target = ends[..., None, None] - self._slopes[:, None] * ago[None, :]
         present = np.abs(visited - target) <= cfg.max_frame_gap_s * 1e9
         before = visited <= self._frames[0].stamp_ns - cfg.contrast_guard_s * 1e9
         valid = (present & before).all(axis=-1)  # (L, O, V)
-        contrast[live] = sequence[live] - np.where(valid, shifted, -np.inf).max(axis=(1, 2))
+        contrast[live] = own - np.where(valid, shifted, -np.inf).max(axis=(1, 2))
         return contrast
 
     def _follow_lock(
