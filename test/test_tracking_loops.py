@@ -363,3 +363,25 @@ def test_centring_is_refused_on_one_frame() -> None:
         LoopConfig(centre_frames=1)
     with pytest.raises(ConfigError, match="loop settings"):
         LocalizerConfig(loop_centre_frames=-1)
+
+
+def test_a_locked_loop_never_steps_back_along_the_first_visit() -> None:
+    """While locked, the keyframe followed never goes back in time (the robot does not reverse
+    through the places it revisits), even when for a few seconds the images match the keyframe
+    behind best. Stepping back within the lock's tolerance let a right lock drift 26-39 m behind
+    the robot on the benchmark's town D night lap (benchmarks/README.md, loop_closure.py)."""
+    rng = np.random.default_rng(0)
+    common = unit(rng.normal(size=DIM))
+    places = unit(rng.normal(size=(200, DIM)))
+    keyframes = unit(0.8 * common + 0.6 * places)  # one a second, each place distinct
+    keyframe_stamps = np.arange(200, dtype=np.int64) * S
+    detector = LoopDetector(LoopConfig())
+    followed = []  # (keyframe stamp, locked) of each match
+    for i in range(120):  # 4 frames/s from keyframe 100 on, at the first visit's pace ...
+        shown = 100.0 + i / 4 - (1.0 if 40 <= i < 56 else 0.0)  # ... 4 s of it showing 1 s behind
+        frame = unit(0.8 * common + 0.6 * places[round(shown)] + 0.25 * unit(rng.normal(size=DIM)))
+        match = detector.update(frame, (300 * S + i * S // 4), keyframes, keyframe_stamps)
+        if match is not None:
+            followed.append((int(keyframe_stamps[match.keyframe]), match.locked))
+    steps = [b[0] - a[0] for a, b in zip(followed, followed[1:], strict=False) if b[1]]
+    assert len(steps) >= 80 and min(steps) >= 0
