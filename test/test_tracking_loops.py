@@ -9,6 +9,7 @@ light keeps 0.8): single-frame scores ~0.9 for both: single-frame loop candidate
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -383,5 +384,5 @@ def test_a_locked_loop_never_steps_back_along_the_first_visit() -> None:
         match = detector.update(frame, (300 * S + i * S // 4), keyframes, keyframe_stamps)
         if match is not None:
             followed.append((int(keyframe_stamps[match.keyframe]), match.locked))
-    steps = [b[0] - a[0] for a, b in zip(followed, followed[1:], strict=False) if b[1]]
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(followed) if b[1]]
     assert len(steps) >= 80 and min(steps) >= 0
