@@ -26,8 +26,10 @@ Loop closure: the session's own keyframes (one each ``keyframe_interval_s``, or 
 ``keyframe_distance_m`` of odometry when odometry is given) are kept; only those older than
 ``loop_exclude_recent_s`` can be loop candidates. With ``loop_confirm_frames >= 2`` (the default) a
 candidate is reported only when the last ``loop_confirm_frames`` frames match a sequence of session
-keyframes advancing with them, and, with odometry, near the current odometry position
-(:class:`~vbl_ros.tracking.loops.LoopDetector`: one candidate, the confirmed keyframe). With
+keyframes advancing with them, standing out from the same sequence shifted 2-20 s along the
+session (its contrast), and, with odometry, near the current odometry position
+(:class:`~vbl_ros.tracking.loops.LoopDetector`: one candidate, the confirmed keyframe; every session
+keyframe is passed to it, the younger ones only for the contrast). With
 ``loop_confirm_frames = 1`` each frame is judged alone: up to ``max_loop_candidates`` keyframes
 scoring ``>= loop_min_score`` (on a first drive that never revisits a place, most frames then get
 wrong candidates: neighbouring streets look alike).
@@ -92,6 +94,12 @@ class LocalizerConfig:
         loop_centre_frames: confirmed loops: descriptors are compared after taking out the mean
             descriptor of the last this many frames (the look shared by everything seen lately:
             light, weather); 0 = off.
+        loop_start_contrast: confirmed loops: a loop starts only when its sequence score exceeds,
+            by this much, the best sequence score of the same lines shifted 2-20 s along the session
+            (a place stands out from its neighbours; a light, a weather, a look-alike stretch does
+            not).
+        loop_keep_contrast: confirmed loops: a locked loop ends when its mean contrast (sequence
+            score minus the shifted lines' best) since it started falls below this.
         prior_mode: single (each frame judged alone) or filtered (a temporal particle filter over
             map places, moved by odometry when given, by a bounded speed prior otherwise).
         filter_particles: filtered mode: particle count (the cost per frame does not grow with the map).
@@ -136,6 +144,8 @@ class LocalizerConfig:
     loop_odom_drift_m: float = 10.0
     loop_odom_drift_fraction: float = 0.1
     loop_centre_frames: int = 0
+    loop_start_contrast: float = 1.3
+    loop_keep_contrast: float = 0.25
     prior_mode: str = "single"
     filter_particles: int = FilterConfig.particles
     filter_radius_m: float = FilterConfig.radius_m
@@ -186,6 +196,8 @@ class LocalizerConfig:
             odom_drift_m=self.loop_odom_drift_m,
             odom_drift_fraction=self.loop_odom_drift_fraction,
             centre_frames=self.loop_centre_frames,
+            start_contrast=self.loop_start_contrast,
+            keep_contrast=self.loop_keep_contrast,
         )
 
     def filter_config(self) -> FilterConfig:
@@ -351,6 +363,10 @@ class _SessionKeyframes:
             self._positions[:count],
             self._travelled[:count],
         )
+
+    def raw_arrays(self, count: int) -> np.ndarray:
+        """``(count, D)`` the first ``count`` keyframes' descriptors as they came."""
+        return self._raw[:count]
 
     def search_older_than(
         self, descriptor: np.ndarray, stamp_ns: int, k: int
@@ -636,7 +652,9 @@ class Localizer:
         session = self.session
         if stamp_ns < (session.stamps[-1] if session.stamps else stamp_ns):
             return ()  # time went back: the session restarts when this frame is added
-        descriptors, stamps, positions, travelled = session.arrays(session.eligible(cutoff))
+        # all the session's keyframes: the older ones are the candidates, the younger ones show
+        # show what the lines next to a candidate score (the contrast test)
+        descriptors, stamps, positions, travelled = session.arrays(len(session))
         match = self.loop_detector.update(
             desc[0],
             stamp_ns,
@@ -645,6 +663,8 @@ class Localizer:
             odom_position=odom_position,
             keyframe_positions=positions,
             keyframe_travelled_m=travelled,
+            eligible=session.eligible(cutoff),
+            raw_keyframe_descriptors=session.raw_arrays(len(session)),
         )
         if match is None or self.config.max_loop_candidates == 0:
             return ()
