@@ -65,13 +65,26 @@ def machine() -> dict[str, object]:
                     break
     except OSError:
         pass
-    try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    commit = git_commit()
+    if commit != "unknown":
+        info["git_commit"] = commit
     return info
+
+
+def git_commit() -> str:
+    """The repository's commit (with ``+dirty`` when tracked files have changes), or ``unknown``."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 def table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _common import git_commit
 
 from vbl_ros.bags import read_camera_frames, read_odometry
 from vbl_ros.evaluation import EvaluationConfig, evaluate_localization, frame_truth
@@ -233,29 +234,6 @@ def time_filter(keyframes: int, frames: int = 2000, odometry: bool = True) -> di
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def git_commit() -> str:
-    """The repository's commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
 
 
 def run_town(
