@@ -25,6 +25,15 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_line_bag(tmp_path_factory.mktemp("bags") / "line", length_m=40.0).path
 
 
+def _assert_a_prefix(track, frames, full_track, full_frames) -> None:
+    """A prefix in time of the drive: the first poses and frames, exactly as in the whole bag."""
+    assert 0 < len(track) < len(full_track) and 0 < len(frames) < len(full_frames)
+    np.testing.assert_array_equal(track.stamps_ns, full_track.stamps_ns[: len(track)])
+    np.testing.assert_array_equal(track.positions, full_track.positions[: len(track)])
+    for frame, full in zip(frames, full_frames, strict=False):
+        assert frame.stamp_ns == full.stamp_ns and np.array_equal(frame.image_rgb, full.image_rgb)
+
+
 def test_an_mcap_cut_short_is_read_up_to_the_cut(line: Path, tmp_path: Path, caplog) -> None:
     whole = write_mcap_copy(line, tmp_path / "whole", chunk_size=16 * 1024)
     cut = cut_copy(whole, tmp_path / "cut")
@@ -32,11 +41,7 @@ def test_an_mcap_cut_short_is_read_up_to_the_cut(line: Path, tmp_path: Path, cap
     with caplog.at_level(logging.WARNING, logger="vbl_ros.bags"):
         track, frames = read_odometry(cut), list(read_camera_frames(cut))
         assert read_utm_origin(cut) == read_utm_origin(whole)
-    # a prefix of the drive: the first poses and frames, exactly as in the whole bag
-    assert 0 < len(track) < len(full_track) and 0 < len(frames) < len(full_frames)
-    np.testing.assert_array_equal(track.stamps_ns, full_track.stamps_ns[: len(track)])
-    for frame, full in zip(frames, full_frames, strict=False):
-        assert frame.stamp_ns == full.stamp_ns and np.array_equal(frame.image_rgb, full.image_rgb)
+    _assert_a_prefix(track, frames, full_track, full_frames)
     warnings = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
     assert len(warnings) == 1, warnings  # once per file, not per read
     assert "whole.mcap" in warnings[0] and "messages" in warnings[0] and "bytes" in warnings[0]
@@ -58,12 +63,7 @@ def test_an_sqlite3_bag_cut_short_is_read_up_to_the_cut(
     with caplog.at_level(logging.WARNING, logger="vbl_ros.bags"):
         track, frames = read_odometry(cut), list(read_camera_frames(cut))
         assert read_utm_origin(cut) == read_utm_origin(line)
-    # a prefix in time of the drive: the first poses and frames, exactly as in the whole bag
-    assert 0 < len(track) < len(full_track) and 0 < len(frames) < len(full_frames)
-    np.testing.assert_array_equal(track.stamps_ns, full_track.stamps_ns[: len(track)])
-    np.testing.assert_array_equal(track.positions, full_track.positions[: len(track)])
-    for frame, full in zip(frames, full_frames, strict=False):
-        assert frame.stamp_ns == full.stamp_ns and np.array_equal(frame.image_rgb, full.image_rgb)
+    _assert_a_prefix(track, frames, full_track, full_frames)
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "skipping frame" in m]  # no half-written row read as data
     warnings = [m for m in messages if "cut short" in m]
