@@ -566,9 +566,11 @@ def _torch_extractor(
             Path(model), metadata, str(resolve_device(device)), threads or _cpu_count()
         )
         return ExportedExtractor(backend, metadata, batch_size=batch_size, warmup=warmup)
-    from vbl_ros.model.io import default_model, load_model
-
-    net = load_model(model) if model is not None else default_model()
     return DescriptorExtractor(
-        net, device, batch_size=batch_size, num_threads=threads, precision=precision, warmup=warmup
+        _load_net(model),
+        device,
+        batch_size=batch_size,
+        num_threads=threads,
+        precision=precision,
+        warmup=warmup,
     )
