@@ -46,3 +46,12 @@ def test_defaults_are_valid_and_described() -> None:
     assert (
         table["inference_threads"][0] == "integer" and "benchmarks/README.md" in table["inference_threads"][2]
     )
+
+
+def test_the_offline_replay_runs_the_descriptor_with_the_nodes_defaults() -> None:
+    """``vbl evaluate --offline`` builds the node's extractor: its defaults are the node's."""
+    from vbl_ros.pipelines.evaluate import DescriptorSettings
+
+    node, offline = NodeParams(), DescriptorSettings()
+    assert (offline.runtime, offline.threads) == (node.runtime, node.inference_threads)
+    assert node.precision == "" and offline.precision == "auto"  # the node reads an empty precision as auto

@@ -79,9 +79,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-#: The node's own defaults of its descriptor parameters (``vbl_ros.ros.params.NodeParams``; an empty
-#: ``precision`` is ``auto``), used when a parameters file does not set them.
-NODE_DESCRIPTOR_DEFAULTS: dict[str, Any] = {"runtime": "auto", "precision": "auto", "inference_threads": 1}
 _IMAGE_TYPES = {"sensor_msgs/msg/CompressedImage": True, "sensor_msgs/msg/Image": False}
 
 
@@ -148,7 +145,8 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class DescriptorSettings:
-    """How the node runs its descriptor network, and so how the offline replay runs it.
+    """How the node runs its descriptor network, and so how the offline replay runs it; the
+    defaults are the node's (``vbl_ros.ros.params.NodeParams``, whose empty ``precision`` is ``auto``).
 
     Attributes:
         runtime: one of :data:`~vbl_ros.export.runtimes.RUNTIMES`.
@@ -303,7 +301,9 @@ def descriptor_settings(params_file: Path | str, config: EvaluateConfig | None =
         ConfigError: the file is missing, not YAML, or sets an invalid value.
     """
     config = config or EvaluateConfig()
-    values = {**NODE_DESCRIPTOR_DEFAULTS, **_node_parameters(params_file)}
+    node = DescriptorSettings()  # the node's defaults (NodeParams; a test keeps them equal)
+    defaults = {"runtime": node.runtime, "precision": node.precision, "inference_threads": node.threads}
+    values = {**defaults, **_node_parameters(params_file)}
     for name, value in (
         ("runtime", config.runtime),
         ("precision", config.precision),
@@ -314,7 +314,7 @@ def descriptor_settings(params_file: Path | str, config: EvaluateConfig | None =
     try:
         return DescriptorSettings(
             runtime=values["runtime"],
-            precision=values["precision"] or NODE_DESCRIPTOR_DEFAULTS["precision"],
+            precision=values["precision"] or node.precision,  # the node reads an empty one as auto
             threads=values["inference_threads"],
             device=config.device,
         )
