@@ -449,8 +449,14 @@ def build_extractor(
             return _onnx_extractor(path, fallback, "cpu", threads, batch_size, precision, warmup)
 
     if kind == "vbl-model":
-        cached = _cached_export(model)
-        if cached is not None:
+        cached = export_cache_dir() / f"{model_cache_key(model)}.onnx"  # computed without loading the model
+        if cached.is_file():
+            try:
+                logger.info("descriptor model: the cached ONNX export %s", cached)
+                return onnx_extractor(cached)
+            except ModelError:  # e.g. cut short by a full disk: made again below
+                logger.warning("%s: the cached export cannot be read; exporting again", cached)
+        if _export_to_cache(model, cached):
             return onnx_extractor(cached)
         with tempfile.TemporaryDirectory(prefix="vbl-export-") as folder:
             return onnx_extractor(_export_to_onnx(_load_net(model), Path(folder) / "model.onnx"))
@@ -508,20 +514,11 @@ def _export_to_onnx(net, out: Path) -> Path:
     return export_onnx(net, out, overwrite=True)
 
 
-def _cached_export(model: Path | str | None) -> Path | None:
-    """The cached ONNX export of ``model`` (made now if missing); ``None`` if the cache cannot be written.
+def _export_to_cache(model: Path | str | None, path: Path) -> bool:
+    """Export ``model`` to ONNX at ``path`` in the export cache; ``False`` if the cache cannot be written.
 
-    A cached file that cannot be read (e.g. cut short by a full disk) is made again; the export is
-    written atomically, so two processes exporting at once both end with a whole file.
+    The export is written atomically, so two processes exporting at once both end with a whole file.
     """
-    path = export_cache_dir() / f"{model_cache_key(model)}.onnx"  # computed without loading the model
-    if path.is_file():
-        try:
-            read_metadata(path)
-            logger.info("descriptor model: the cached ONNX export %s", path)
-            return path
-        except ModelError:
-            logger.warning("%s: the cached export cannot be read; exporting again", path)
     logger.info(
         "exporting %s to ONNX once for the runtime (cached in %s; later starts load it)",
         model or "the default model",
@@ -529,12 +526,13 @@ def _cached_export(model: Path | str | None) -> Path | None:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _export_to_onnx(_load_net(model), path)
+        _export_to_onnx(_load_net(model), path)
+        return True
     except OSError as err:
         logger.warning(
             "cannot cache the ONNX export in %s (%s); exporting to a temporary file", path.parent, err
         )
-        return None
+        return False
 
 
 def _torch_extractor(
