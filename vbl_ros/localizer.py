@@ -488,8 +488,10 @@ class Localizer:
                 Match(rank=r + 1, score=float(s), keyframe=self.map.keyframe(int(i)))
                 for r, (s, i) in enumerate(zip(scores[: cfg.top_k], ids[: cfg.top_k], strict=True))
             )
-            prior, reason, distinct = self._prior(stamp_ns, scores, ids)
-            if self.filter is not None:
+            if self.filter is None:
+                prior, reason, distinct = self._prior(stamp_ns, scores, ids)
+            else:  # the filter's prior; the frame's distinctiveness is still reported
+                distinct = self._distinctiveness(scores, ids)[0]
                 odometry = _planar_pose(odom_position, odom_orientation)
                 estimate = self.filter.update(stamp_ns, ids, scores, odometry)
                 prior, reason = self._filtered_prior(stamp_ns, estimate, scores, ids)
@@ -532,17 +534,15 @@ class Localizer:
         return len(self.session)
 
     # ------------------------------------------------------------------ internals
-    def _prior(
-        self, stamp_ns: int, scores: np.ndarray, ids: np.ndarray
-    ) -> tuple[PosePrior | None, str | None, float]:
-        cfg = self.config
+    def _distinctiveness(self, scores: np.ndarray, ids: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """The best match's margin over the best place elsewhere (more than ``cluster_radius_m`` from
+        it), with each match's distance to it (m) and whether it is within that radius."""
         assert self.map is not None
         positions = self.map.positions()[ids]
-        best = float(scores[0])
         dist = np.linalg.norm(positions - positions[0], axis=1)
-        inside = dist <= cfg.cluster_radius_m
-        # Margin over the best place elsewhere; if every retrieved keyframe is in the cluster, the
-        # lowest retrieved score bounds the best outside score from above.
+        inside = dist <= self.config.cluster_radius_m
+        # If every retrieved keyframe is in the cluster, the lowest retrieved score bounds the best
+        # outside score from above.
         outside_best = (
             float(scores[~inside].max())
             if (~inside).any()
@@ -550,7 +550,15 @@ class Localizer:
             if len(scores) > 1
             else -1.0
         )
-        distinct = best - outside_best
+        return float(scores[0]) - outside_best, dist, inside
+
+    def _prior(
+        self, stamp_ns: int, scores: np.ndarray, ids: np.ndarray
+    ) -> tuple[PosePrior | None, str | None, float]:
+        cfg = self.config
+        assert self.map is not None
+        best = float(scores[0])
+        distinct, dist, inside = self._distinctiveness(scores, ids)
         if best < cfg.min_score:
             return None, f"best score {best:.3f} below min_score {cfg.min_score:.3f}", distinct
         if distinct < cfg.min_distinctiveness:
@@ -561,7 +569,8 @@ class Localizer:
                 f"(min_distinctiveness {cfg.min_distinctiveness:.3f})",
                 distinct,
             )
-        c_scores, c_ids, c_pos = scores[inside], ids[inside], positions[inside]
+        c_scores, c_ids = scores[inside], ids[inside]
+        c_pos = self.map.positions()[c_ids]
         weights = np.exp((c_scores - best) / _WEIGHT_TEMPERATURE)
         weights /= weights.sum()
         mean = weights @ c_pos
@@ -606,7 +615,7 @@ class Localizer:
         quat = rotation_to_quaternion(euler_to_rotation(float(roll), float(pitch), estimate.yaw_rad))
         cov = np.zeros((6, 6))
         cov[:2, :2] = np.asarray(estimate.covariance_xy).reshape(2, 2)
-        cov[2, 2] = self.filter.floor_m**2
+        cov[2, 2] = self.filter.config.covariance_floor_m**2
         cov[3, 3] = cov[4, 4] = _ROLL_PITCH_FLOOR_RAD**2
         cov[5, 5] = estimate.yaw_variance + _YAW_FLOOR_RAD**2
         prior = PosePrior(

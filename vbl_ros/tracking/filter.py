@@ -133,7 +133,6 @@ class FilterEstimate:
         mass: the belief's share within ``radius_m`` of the estimate.
         spread_m: RMS distance of all particles to their mean.
         unsupported_frames: frames since a strong match was near the estimate.
-        reset_share: share of particles re-drawn around the matches this frame.
         best_keyframe: id of the retrieved keyframe nearest the estimate (-1: none).
         evidence: the estimate's accumulated log likelihood ratio against a random place.
     """
@@ -146,7 +145,6 @@ class FilterEstimate:
     mass: float
     spread_m: float
     unsupported_frames: int
-    reset_share: float
     best_keyframe: int
     evidence: float = 0.0
 
@@ -214,7 +212,6 @@ class PlaceFilter:
         if len(self.yaws) != len(self.positions):
             raise ValueError(f"{len(self.positions)} keyframe positions but {len(self.yaws)} headings")
         self.config = config
-        self.floor_m = config.covariance_floor_m
         self._grid = _KeyframeGrid(self.positions[:, :2], _REACH_KERNELS * config.kernel_m)
         # Wald's threshold on the accumulated log likelihood ratio: right with probability 1 - confirm_error
         self.threshold = math.log((1.0 - config.confirm_error) / config.confirm_error)
@@ -314,7 +311,7 @@ class PlaceFilter:
                 if self._unsupported >= cfg.max_frames_unsupported:
                     reset_share = cfg.reset_max
 
-        estimate = self._estimate(m_xy, ids, prior_w, log_l, reset_share, fresh)
+        estimate = self._estimate(m_xy, ids, prior_w, log_l, fresh)
         if 1.0 / float(self._w @ self._w) < 0.5 * cfg.particles:
             self._resample()
         # sensor resetting after the estimate: the new particles are judged by the next frames
@@ -439,7 +436,6 @@ class PlaceFilter:
         ids: np.ndarray,
         prior_w: np.ndarray,
         log_l: np.ndarray,
-        reset_share: float,
         fresh: bool,
     ) -> FilterEstimate:
         cfg = self.config
@@ -473,7 +469,7 @@ class PlaceFilter:
         cxy = float(wdx @ dy)
         spread_cov = np.array([[float(wdx @ dx), cxy], [cxy, float((wi * dy) @ dy)]])
         scale = cfg.covariance_scale if self._last_odom is not None else cfg.covariance_scale_no_odometry
-        cov = scale**2 * spread_cov + np.eye(2) * self.floor_m**2
+        cov = scale**2 * spread_cov + np.eye(2) * self.config.covariance_floor_m**2
         yaw_in = self._yaw[inside]
         c_mean, s_mean = float(wi @ np.cos(yaw_in)), float(wi @ np.sin(yaw_in))
         yaw = math.atan2(s_mean, c_mean)
@@ -548,7 +544,6 @@ class PlaceFilter:
             mass=mass,
             spread_m=spread,
             unsupported_frames=self._unsupported,
-            reset_share=float(reset_share),
             best_keyframe=best_kf,
             evidence=self._evidence,
         )
@@ -574,4 +569,4 @@ class PlaceFilter:
 
     def _empty_estimate(self) -> FilterEstimate:
         nan = math.nan
-        return FilterEstimate("initializing", None, nan, (nan,) * 4, nan, 0.0, nan, 0, 0.0, -1, 0.0)
+        return FilterEstimate("initializing", None, nan, (nan,) * 4, nan, 0.0, nan, 0, -1, 0.0)
