@@ -32,8 +32,8 @@ from rclpy.parameter import Parameter
 from vbl_ros.config import from_dict
 from vbl_ros.errors import ConfigError
 from vbl_ros.export.runtimes import PRECISIONS, RUNTIMES
-from vbl_ros.files import recover_dir
 from vbl_ros.localizer import LocalizerConfig
+from vbl_ros.mapping.store import recover_map
 
 __all__ = [
     "DEVICES",
@@ -122,7 +122,7 @@ class NodeParams:
                 "or leave it empty for the packaged default model"
             )
         if self.map:
-            recover_dir(Path(self.map).expanduser(), "manifest.json")  # undo an interrupted map replace
+            recover_map(Path(self.map).expanduser())  # undo an interrupted map replace
         if self.map and not Path(self.map).expanduser().exists():
             raise ConfigError(
                 f"parameter 'map': {self.map!r} not found; give a map written by `vbl build-map`, "
