@@ -303,14 +303,7 @@ def descriptor_settings(params_file: Path | str, config: EvaluateConfig | None =
     config = config or EvaluateConfig()
     node = DescriptorSettings()  # the node's defaults (NodeParams; a test keeps them equal)
     defaults = {"runtime": node.runtime, "precision": node.precision, "inference_threads": node.threads}
-    values = {**defaults, **_node_parameters(params_file)}
-    for name, value in (
-        ("runtime", config.runtime),
-        ("precision", config.precision),
-        ("inference_threads", config.inference_threads),
-    ):
-        if value is not None:
-            values[name] = value
+    values = {**defaults, **_node_parameters(params_file), **_descriptor_overrides(config)}
     try:
         return DescriptorSettings(
             runtime=values["runtime"],
@@ -360,6 +353,16 @@ def _is_node_entry(key: object) -> bool:
     return key == "/**" or str(key).rstrip("/").endswith("localize")
 
 
+def _descriptor_overrides(config: EvaluateConfig) -> dict[str, Any]:
+    """The node's descriptor parameters that ``config`` sets (``--runtime`` / ``--precision`` / threads)."""
+    values = {
+        "runtime": config.runtime,
+        "precision": config.precision,
+        "inference_threads": config.inference_threads,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def write_node_params(params_file: Path, config: EvaluateConfig, folder: Path) -> Path:
     """``params_file`` with ``config``'s descriptor overrides, for the live node (``folder/localize_params.yaml``).
 
@@ -367,15 +370,7 @@ def write_node_params(params_file: Path, config: EvaluateConfig, folder: Path) -
     entry of the file that applies to the node (``/**`` and ``localize``), so none of them wins over
     them; the file is kept beside the node's logs.
     """
-    overrides = {
-        name: value
-        for name, value in (
-            ("runtime", config.runtime),
-            ("precision", config.precision),
-            ("inference_threads", config.inference_threads),
-        )
-        if value is not None
-    }
+    overrides = _descriptor_overrides(config)
     if not overrides:
         return params_file
     data = yaml.safe_load(params_file.read_text()) or {}

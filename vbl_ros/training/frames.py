@@ -101,9 +101,10 @@ def _cache_key(
         "metadata": hashlib.sha256(meta.read_bytes()).hexdigest() if meta.is_file() else None,
         # the storage files too: a recording cut short keeps its metadata.yaml (written at the end)
         "storage": sorted(
-            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            (p.name, st.st_size, st.st_mtime_ns)
             for p in (bag.iterdir() if bag.is_dir() else [bag])
             if p.suffix in (".mcap", ".db3")
+            for st in (p.stat(),)
         ),
         "camera_topic": camera_topic,
         "spacing_m": spacing_m,
