@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vbl_ros.errors import OutputExistsError
-from vbl_ros.files import temp_file
+from vbl_ros.files import fsync_path, temp_file
 
 __all__ = ["write_atomically"]
 
@@ -29,15 +29,10 @@ def write_atomically(out: Path, write: Callable[[Path], None], *, overwrite: boo
     tmp = Path(name)
     try:
         write(tmp)
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
+        fsync_path(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(out.parent)
     return out
