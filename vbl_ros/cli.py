@@ -200,7 +200,6 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from vbl_ros.errors import ConfigError
     from vbl_ros.evaluation import load_report
-    from vbl_ros.mapping.store import KeyframeMap
     from vbl_ros.pipelines.evaluate import EvaluateConfig, compare_reports, evaluate
 
     if args.compare:
@@ -240,7 +239,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     command += [f"--threshold {config.evaluation.threshold_m:g}", *map(str, args.bags)]
     check_bags(args.bags)
     check_output(args.out, 16 * MIB, "report")
-    KeyframeMap.load(args.map)  # a missing or damaged map is refused before the model loads
     out = evaluate(
         args.map,
         args.bags,

@@ -42,7 +42,7 @@ from vbl_ros.files import fsync_path, output_error, recover_dir, replace_dir, te
 from vbl_ros.geometry.utm import UtmOrigin
 from vbl_ros.mapping.indexes import INDEXES, IndexConfig, index_config, new_index
 
-__all__ = ["Keyframe", "KeyframeMap", "map_model_file", "recover_map"]
+__all__ = ["Keyframe", "KeyframeMap", "check_model_fingerprint", "map_model_file", "recover_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -391,13 +391,8 @@ class KeyframeMap:
             model_file = manifest.get("model_file")
         except (ValueError, KeyError, TypeError, ConfigError) as err:
             raise MapError(f"{manifest_path}: corrupt manifest: {err}") from err
-        if expected_fingerprint is not None and expected_fingerprint != fingerprint:
-            raise ModelMismatchError(
-                f"{path}: the map was built with model fingerprint {fingerprint[:16]}..., but the model "
-                f"in use has {expected_fingerprint[:16]}...; descriptors of different models cannot be "
-                "compared. Use the model the map was built with, or rebuild the map with this model "
-                "('vbl build-map BAG --model MODEL --out MAP')."
-            )
+        if expected_fingerprint is not None:
+            check_model_fingerprint(path, fingerprint, expected_fingerprint)
         if model_file is not None and not (path / str(model_file)).is_file():
             raise MapError(f"{path}: the manifest names the map's model {model_file!r}, which is missing")
         kmap = cls(dim, fingerprint, utm, index)
@@ -435,6 +430,21 @@ class KeyframeMap:
         kmap._index = index_cls.read(path / _INDEX, index, dim, kmap.descriptors, count)
         logger.info("loaded %r from %s", kmap, path)
         return kmap
+
+
+def check_model_fingerprint(path: Path | str, map_fingerprint: str, model_fingerprint: str) -> None:
+    """Refuse a map at ``path`` built with another model than the one in use.
+
+    Raises:
+        ModelMismatchError: the fingerprints differ.
+    """
+    if map_fingerprint != model_fingerprint:
+        raise ModelMismatchError(
+            f"{path}: the map was built with model fingerprint {map_fingerprint[:16]}..., but the model "
+            f"in use has {model_fingerprint[:16]}...; descriptors of different models cannot be "
+            "compared. Use the model the map was built with, or rebuild the map with this model "
+            "('vbl build-map BAG --model MODEL --out MAP')."
+        )
 
 
 def map_model_file(path: Path | str) -> Path | None:

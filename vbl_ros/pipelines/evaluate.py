@@ -64,6 +64,7 @@ from vbl_ros.files import recover_dir, replace_dir, temp_dir
 from vbl_ros.localizer import LocalizationResult, Localizer, LocalizerConfig
 from vbl_ros.mapping import KeyframeMap
 from vbl_ros.mapping.adapt import resolve_model
+from vbl_ros.mapping.store import check_model_fingerprint
 
 __all__ = [
     "DEVICES",
@@ -234,10 +235,11 @@ def evaluate(
     params_file = Path(config.params_file) if config.params_file else _package_params_file()
     localizer_config = localizer_config_from_params(params_file)
     settings = descriptor_settings(params_file, config)
+    keyframe_map = KeyframeMap.load(map_dir)  # a missing or damaged map is refused before the model loads
     model = resolve_model(model, map_dir)  # a map built with --adapt carries its model
     extractor = offline_extractor(model, settings) if config.offline else None
     fingerprint, model_config = _model_identity(model, extractor)
-    keyframe_map = KeyframeMap.load(map_dir, expected_fingerprint=fingerprint)
+    check_model_fingerprint(map_dir, keyframe_map.model_fingerprint, fingerprint)
     queries = [_inspect(bag, name, keyframe_map, config) for name, bag in _unique_names(query_bags).items()]
     with _staging(out, overwrite, "report.json") as staging:
         if extractor is not None:
