@@ -34,7 +34,7 @@ def localize_bag(
         keep: called with each frame's stamp before decoding; frames it refuses are skipped.
         odometry: the drive's odometry (e.g. :func:`vbl_ros.bags.read_odometry` of ``bag``): each
             frame is given the pose interpolated at its stamp (the node takes the odometry message
-            nearest the frame's stamp instead: at the INS's 50 Hz the two differ by at most ~10 ms of
+            nearest the frame's stamp instead: the two differ by at most half an odometry period of
             motion), for session keyframes by distance and the filtered prior's motion step. Frames
             outside it get none. ``None``: no odometry, as the node with ``use_odometry: false``.
 
